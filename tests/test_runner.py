@@ -1,0 +1,185 @@
+"""Tests for training/runner.py and training/cli.py on tiny generated IDX data."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training.cli import main
+from training.runner import RunConfig, RunDirectoryError, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path, data_dir, **overrides):
+    values = dict(
+        protocol="permuted", datasets=("mnist",), num_tasks=3, epochs=2, hidden_units=(32, 32),
+        batch_size=40, learning_rate=0.01, meta=1.35, data_dir=str(data_dir),
+        run_dir=str(tmp_path / "run"),
+    )
+    return RunConfig(**{**values, **overrides})
+
+
+def checkpoint_values(run_dir) -> dict:
+    progress = json.loads((Path(run_dir) / "checkpoint" / "progress.json").read_text())
+    reader = tf.train.load_checkpoint(progress["checkpoint"])
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if "save_counter" not in name
+    }
+
+
+def metric_rows(run_dir):
+    with open(Path(run_dir) / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_permuted_run_writes_a_complete_run_directory(tmp_path, tiny_data_dir):
+    summary = run(tiny_config(tmp_path, tiny_data_dir), verbose=0)
+    run_dir = tmp_path / "run"
+    rows = metric_rows(run_dir)
+    assert len(rows) == 6  # 3 tasks x 2 epochs
+    assert {"loss", "accuracy", "acc/task_1", "acc/task_3", "flipped"} <= set(rows[0])
+    matrix = np.array(summary["accuracy_matrix"])
+    assert matrix.shape == (3, 3)
+    # The matrix holds the accuracies measured at the end of each task.
+    for i in range(3):
+        np.testing.assert_allclose(
+            matrix[i], [float(rows[2 * i + 1][f"acc/task_{j + 1}"]) for j in range(3)]
+        )
+    assert matrix[-1].mean() == pytest.approx(summary["mean_accuracy"])
+    assert matrix[0, 0] > 0.6  # the tiny task is learnable
+    assert -1 <= summary["backward_transfer"] <= 1
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert saved["accuracy_matrix"] == summary["accuracy_matrix"]
+    assert json.loads((run_dir / "config.json").read_text())["meta"] == 1.35
+    plots = sorted(p.name for p in (run_dir / "plots").iterdir())
+    assert "task_accuracies.png" in plots and "hidden_weights_task_3.png" in plots
+    assert any((run_dir / "tensorboard").iterdir())
+
+
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, tiny_data_dir):
+    whole = tiny_config(tmp_path / "a", tiny_data_dir)
+    run(whole, verbose=0)
+    split = tiny_config(tmp_path / "b", tiny_data_dir)
+    # Stop inside task 2, and again exactly at a task boundary (fresh optimizer next).
+    assert run(split, verbose=0, stop_after_epochs=3)["stopped_after_epochs"] == 3
+    run(split, verbose=0, stop_after_epochs=4)
+    summary = run(split, verbose=0)
+    assert summary["epochs"] == 6
+    a, b = checkpoint_values(whole.run_dir), checkpoint_values(split.run_dir)
+    assert a.keys() == b.keys() and len(a) > 10
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    for row_a, row_b in zip(metric_rows(whole.run_dir), metric_rows(split.run_dir)):
+        assert row_a == row_b
+
+
+def test_kill_minus_nine_then_same_command_resumes(tmp_path, tiny_data_dir):
+    command = [
+        sys.executable, "-m", "training", "permuted", "--tasks", "2", "--epochs", "3",
+        "--hidden-units", "32", "32", "--batch-size", "40", "--lr", "0.01", "--quiet",
+        "--data-dir", str(tiny_data_dir),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    reference = tmp_path / "reference"
+    subprocess.run(command + ["--run-dir", str(reference)], check=True, env=env,
+                   capture_output=True, timeout=300)
+
+    killed = tmp_path / "killed"
+    progress = killed / "checkpoint" / "progress.json"
+    process = subprocess.Popen(command + ["--run-dir", str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if progress.exists() and json.loads(progress.read_text())["completed_epochs"] >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    completed = json.loads(progress.read_text())["completed_epochs"]
+    assert completed < 6, "the run finished before it could be killed"
+
+    result = subprocess.run(command + ["--run-dir", str(killed)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"Resuming {killed} after epoch" in result.stdout
+    a, b = checkpoint_values(reference), checkpoint_values(killed)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert metric_rows(reference) == metric_rows(killed)
+
+
+def test_mirrored_strategy_matches_single_device(tmp_path, tiny_data_dir):
+    config = tiny_config(tmp_path / "single", tiny_data_dir, num_tasks=2, epochs=1)
+    single = run(config, verbose=0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored = run(
+        tiny_config(tmp_path / "mirrored", tiny_data_dir, num_tasks=2, epochs=1),
+        strategy=strategy, verbose=0,
+    )
+    np.testing.assert_allclose(
+        mirrored["accuracy_matrix"], single["accuracy_matrix"], atol=0.026
+    )
+    loss_single = [float(r["loss"]) for r in metric_rows(tmp_path / "single" / "run")]
+    loss_mirrored = [float(r["loss"]) for r in metric_rows(tmp_path / "mirrored" / "run")]
+    np.testing.assert_allclose(loss_mirrored, loss_single, rtol=1e-3)
+
+
+def test_stream_and_joint_runs(tmp_path, tiny_data_dir):
+    stream = run(
+        tiny_config(tmp_path / "s", tiny_data_dir, protocol="stream", datasets=("fashion_mnist",),
+                    num_tasks=3, epochs=1, evaluate="task"),
+        verbose=0,
+    )
+    assert list(stream["final_accuracy"]) == ["test"]
+    assert np.array(stream["accuracy_matrix"]).shape == (3, 1)
+
+    joint = run(tiny_config(tmp_path / "j", tiny_data_dir, joint=True, num_tasks=2, epochs=2),
+                verbose=0)
+    assert np.array(joint["accuracy_matrix"]).shape == (1, 2)
+    assert len(metric_rows(tmp_path / "j" / "run")) == 2
+
+
+def test_run_directory_of_another_configuration_is_refused(tmp_path, tiny_data_dir):
+    config = tiny_config(tmp_path, tiny_data_dir, num_tasks=1, epochs=1)
+    run(config, verbose=0)
+    with pytest.raises(RunDirectoryError, match=r"differs in \['meta'\]"):
+        run(tiny_config(tmp_path, tiny_data_dir, num_tasks=1, epochs=1, meta=0.0), verbose=0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"protocol": "rotated"}, "protocol must be one of"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"meta": -1.0}, "meta must be finite"),
+        ({"datasets": ("mnist", "fashion_mnist")}, "takes one dataset"),
+    ],
+)
+def test_invalid_configuration(tmp_path, tiny_data_dir, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(tmp_path, tiny_data_dir, **overrides)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_data_dir, capsys):
+    code = main(["permuted", "--dataset", "nosuchset", "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: unknown dataset 'nosuchset'") and err.count("\n") == 1
+
+    code = main(["sequence", "--datasets", "mnist", "fashion_mnist", "--epochs", "1",
+                 "--hidden-units", "16", "--quiet", "--data-dir", str(tiny_data_dir),
+                 "--run-dir", str(tmp_path / "seq")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Final test accuracy: mnist" in out and "fashion_mnist" in out

@@ -1,0 +1,246 @@
+"""Metaplastic Adam: the optimizer of Laborieux et al., "Synaptic metaplasticity in
+binarized neural networks" (Nature Communications, 2021).
+
+A binarized network keeps a real-valued hidden (latent) weight `Wh` per synapse and uses
+`sign(Wh)` in the forward pass. Metaplasticity makes a weight harder to flip the larger
+`|Wh|` is: Adam's step is multiplied by `1 - tanh(m * |Wh|)**2` whenever it pushes `Wh`
+towards zero (`sign(Wh) * m_hat > 0`, gated on Adam's first moment, not on the raw
+gradient). Steps that push `Wh` away from zero, and all non-binary variables (BatchNorm,
+float layers), get plain Adam. `m = 0` is exactly Adam.
+
+Only binary latent kernels are damped: Larq quantized variables of precision 1, such as
+the kernels of every binary layer in `zoo`. Their latent weights must be free to grow,
+so use `SteSign(clip_value=None)` as kernel quantizer and no `weight_clip` constraint.
+
+!!! example
+    ```python
+    import zoo
+    from training.optimizers import MetaplasticAdam
+
+    model = zoo.mlp_meta(hidden_units=(1024, 1024))
+    model.compile(
+        MetaplasticAdam(learning_rate=0.005, meta=1.35),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    ```
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import tensorflow as tf
+
+__all__ = ["MetaplasticAdam", "is_binary_variable"]
+
+
+def is_binary_variable(var: tf.Variable) -> bool:
+    """Returns `True` for Larq quantized variables of precision 1 (binary kernels).
+
+    # Arguments
+        var: a variable, as passed to the optimizer.
+    """
+    return getattr(var, "precision", None) == 1
+
+
+def _var_key(var) -> object:
+    """A key that is the same for a variable, its Larq wrapper and its replicas."""
+    if hasattr(var, "_distributed_container"):
+        var = var._distributed_container()
+    return var._shared_name if var._in_graph_mode else var._unique_id
+
+
+def _layer_name(var: tf.Variable) -> str:
+    """The name scope of a variable: `dense_1/kernel:0` -> `dense_1`."""
+    return var.name.split(":")[0].rpartition("/")[0]
+
+
+def _check_meta(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number >= 0, got {value!r}.")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be finite and >= 0, got {value!r}.")
+    return float(value)
+
+
+@tf.function(jit_compile=True)
+def _metaplastic_adam_update(var, m, v, grad, alpha, beta_1, beta_2, epsilon, meta):
+    """The whole update as one fused XLA kernel: a single pass over the weights.
+
+    Takes resource handles (not variables, which a cached trace would keep alive) and
+    uses the same operations as TensorFlow's fused `ApplyAdam`, so that the undamped
+    branch equals legacy Adam to float32 rounding.
+    """
+    dtype = grad.dtype
+    w = tf.raw_ops.ReadVariableOp(resource=var, dtype=dtype)
+    m_t = tf.raw_ops.ReadVariableOp(resource=m, dtype=dtype)
+    v_t = tf.raw_ops.ReadVariableOp(resource=v, dtype=dtype)
+    m_t += (grad - m_t) * (1.0 - beta_1)
+    v_t += (tf.square(grad) - v_t) * (1.0 - beta_2)
+    step = m_t * alpha / (tf.sqrt(v_t) + epsilon)
+    # sign(Wh) * m_hat > 0: the step moves Wh towards zero, so damp it.
+    damping = 1.0 - tf.square(tf.tanh(meta * tf.abs(w)))
+    step = tf.where(tf.sign(w) * m_t > 0.0, step * damping, step)
+    tf.raw_ops.AssignVariableOp(resource=m, value=m_t)
+    tf.raw_ops.AssignVariableOp(resource=v, value=v_t)
+    tf.raw_ops.AssignVariableOp(resource=var, value=w - step)
+    return tf.constant(True)  # something to group on; the assignments are the work
+
+
+@tf.keras.utils.register_keras_serializable(package="metaplastic")
+class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
+    """Adam whose steps on binary hidden weights are damped by `1 - tanh(m |Wh|)^2`.
+
+    Implements the metaplastic rule of Laborieux et al. (2021) as in the paper's
+    reference code: the first and second moments are updated as in Adam; where
+    `sign(Wh) * m_hat > 0` the step on a binary latent weight is multiplied by
+    `1 - tanh(m * |Wh|)**2`, with `Wh` taken before the update. Variables that are not
+    binary latent kernels (BatchNorm, float layers) and layers with `m = 0` get the
+    plain legacy-Keras Adam update.
+
+    # Arguments
+        learning_rate: a positive float or a `LearningRateSchedule`. The paper uses
+            0.005 for MLPs and 1e-4 for the CIFAR-10 network.
+        meta: the metaplasticity `m`, either one float for all binary kernels, or a
+            mapping from layer name to `m`; binary layers missing from the mapping get
+            `default_meta`. Paper values: 1.35 (permuted MNIST), 2.5 (stream
+            Fashion-MNIST), 13 (stream CIFAR-10).
+        default_meta: `m` for binary layers not named in a `meta` mapping.
+        beta_1: exponential decay rate of the first moment.
+        beta_2: exponential decay rate of the second moment.
+        epsilon: added to `sqrt(v)`; 1e-8 as PyTorch's Adam in the reference code.
+        weight_decay: L2 coefficient added to the gradient of every variable before
+            the moments are updated (the reference code's `weight_decay`).
+        name: name of the optimizer.
+        **kwargs: passed to the legacy Keras optimizer (`clipnorm`, ...).
+
+    # Raises
+        ValueError: if `m` is negative or not finite, if `learning_rate` is not
+            positive, or (when training starts) if a layer named in `meta` holds no
+            binary kernel among the variables being trained.
+
+    # References
+        - [Synaptic metaplasticity in binarized neural networks](
+            https://www.nature.com/articles/s41467-021-22768-y)
+    """
+
+    def __init__(
+        self,
+        learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule = 0.005,
+        meta: float | Mapping[str, float] = 1.35,
+        default_meta: float = 0.0,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        weight_decay: float = 0.0,
+        name: str = "MetaplasticAdam",
+        **kwargs,
+    ):
+        lr = kwargs.pop("lr", learning_rate)
+        if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}.")
+        if isinstance(meta, Mapping):
+            meta = {
+                str(layer): _check_meta(value, f"meta[{layer!r}]")
+                for layer, value in meta.items()
+            }
+        else:
+            meta = _check_meta(meta, "meta")
+        self.meta = meta
+        self.default_meta = _check_meta(default_meta, "default_meta")
+        self.weight_decay = _check_meta(weight_decay, "weight_decay")
+        if kwargs.pop("amsgrad", False):
+            raise ValueError("MetaplasticAdam does not support amsgrad=True.")
+        super().__init__(
+            learning_rate=lr,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            name=name,
+            **kwargs,
+        )
+        # Variable key -> m, filled when a variable is first seen by apply_gradients.
+        self._meta_by_var: dict[object, float] = {}
+
+    def meta_for_layer(self, layer_name: str) -> float:
+        """The `m` applied to the binary kernel of the layer called `layer_name`."""
+        if isinstance(self.meta, Mapping):
+            return self.meta.get(layer_name, self.default_meta)
+        return self.meta
+
+    def _assign_meta(self, variables: Iterable[tf.Variable]) -> None:
+        """Resolves `m` for every variable not seen before; checks per-layer names."""
+        new = [v for v in variables if _var_key(v) not in self._meta_by_var]
+        if not new:
+            return
+        binary_layers = set()
+        for var in new:
+            m = 0.0
+            if is_binary_variable(var):
+                layer = _layer_name(var)
+                binary_layers.add(layer)
+                m = self.meta_for_layer(layer.rpartition("/")[2])
+            self._meta_by_var[_var_key(var)] = m
+        if isinstance(self.meta, Mapping):
+            short = {layer.rpartition("/")[2] for layer in binary_layers}
+            unknown = sorted(set(self.meta) - short)
+            if unknown:
+                raise ValueError(
+                    f"meta names layers with no binary kernel among the trained "
+                    f"variables: {unknown}; binary layers are {sorted(short)}."
+                )
+
+    def apply_gradients(self, grads_and_vars, name=None, **kwargs):
+        grads_and_vars = list(grads_and_vars)
+        self._assign_meta(v for _, v in grads_and_vars)
+        return super().apply_gradients(grads_and_vars, name=name, **kwargs)
+
+    def _decayed_grad(self, grad, var):
+        if self.weight_decay:
+            return grad + tf.cast(self.weight_decay, grad.dtype) * var
+        return grad
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        grad = self._decayed_grad(grad, var)
+        meta = self._meta_by_var.get(_var_key(var), 0.0)
+        if meta == 0.0:
+            return super()._resource_apply_dense(grad, var, apply_state)
+
+        var_device, var_dtype = var.device, var.dtype.base_dtype
+        coefficients = (apply_state or {}).get(
+            (var_device, var_dtype)
+        ) or self._fallback_apply_state(var_device, var_dtype)
+        return _metaplastic_adam_update(
+            getattr(var, "latent_variable", var).handle,
+            self.get_slot(var, "m").handle,
+            self.get_slot(var, "v").handle,
+            grad,
+            coefficients["lr"],
+            coefficients["beta_1_t"],
+            coefficients["beta_2_t"],
+            coefficients["epsilon"],
+            tf.constant(meta, var_dtype),
+        )
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        if self._meta_by_var.get(_var_key(var), 0.0) == 0.0 and not self.weight_decay:
+            return super()._resource_apply_sparse(grad, var, indices, apply_state)
+        dense_grad = tf.math.unsorted_segment_sum(grad, indices, tf.shape(var)[0])
+        return self._resource_apply_dense(dense_grad, var, apply_state)
+
+    def get_config(self):
+        meta = dict(self.meta) if isinstance(self.meta, Mapping) else self.meta
+        return {
+            **super().get_config(),
+            "meta": meta,
+            "default_meta": self.default_meta,
+            "weight_decay": self.weight_decay,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config.pop("amsgrad", None)
+        return super().from_config(config, custom_objects=custom_objects)

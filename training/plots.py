@@ -1,0 +1,250 @@
+"""Figures of a continual-learning run, saved as PNG files.
+
+- `plot_task_accuracies`: test accuracy of every task after each epoch, with the task
+  switches marked (Fig. 2 of Laborieux et al., 2021);
+- `plot_hidden_weight_histograms`: distribution of `|Wh|` per binary layer, the fraction
+  of consolidated weights (`|Wh| > 1`) in the titles;
+- `plot_accuracy_comparison`: final accuracy per task of several runs side by side.
+
+Figures are built as `matplotlib.figure.Figure` objects rendered by the Agg canvas, so
+no display is needed, the global pyplot backend is left alone and no figure stays open.
+
+!!! example
+    ```python
+    from training.plots import plot_task_accuracies
+
+    plot_task_accuracies(acc, task_boundaries=[20, 40], path="run/plots/tasks.png")
+    ```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_task_accuracies",
+    "plot_hidden_weight_histograms",
+    "plot_accuracy_comparison",
+]
+
+# Above this many lines or bars, a legend hides the data.
+MAX_LEGEND_ENTRIES = 12
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> str:
+    """Saves `figure` as PNG at `path` (creating parent folders) and releases it."""
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    figure.savefig(path, format="png")
+    figure.clear()
+    return path
+
+
+def _check_names(names: Sequence[str] | None, count: int, default: str) -> list[str]:
+    if names is None:
+        return [f"{default}_{i + 1}" for i in range(count)]
+    names = [str(name) for name in names]
+    if len(names) != count:
+        raise ValueError(f"expected {count} task names, got {len(names)}.")
+    return names
+
+
+def _colors(count: int) -> list:
+    """Distinct colours for up to 10 series, a continuous colour map beyond."""
+    if count <= 10:
+        return [colormaps["tab10"](i) for i in range(count)]
+    return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.95, count)]
+
+
+def plot_task_accuracies(
+    epoch_accuracy,
+    *,
+    task_boundaries: Sequence[int],
+    path: str | os.PathLike,
+    task_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> str:
+    """Test accuracy of each task after every epoch, one line per task.
+
+    Epoch `e` (0-based row of `epoch_accuracy`) is drawn at x = `e + 1`, the number of
+    epochs trained; a task boundary `b` (the first epoch of a new task) is a dashed
+    vertical line at x = `b`, i.e. through the last epoch of the previous task.
+
+    # Arguments
+        epoch_accuracy: array of shape `(E, T)`, accuracy (fraction in [0, 1]) of each of
+            `T` tasks after each of `E` epochs; NaN leaves a gap (task not evaluated).
+        task_boundaries: epoch indices in `[0, E]` where a new task starts.
+        path: PNG file to write; parent folders are created.
+        task_names: one name per column, default `task_1, task_2, ...`; a legend is drawn
+            when `T <= 12`.
+        title: figure title.
+
+    # Returns
+        `path`, as a string.
+
+    # Raises
+        ValueError: if `epoch_accuracy` is not 2-D with at least one row and column, has
+            values outside [0, 1], or a boundary or the names do not fit its shape.
+    """
+    acc = np.asarray(epoch_accuracy, dtype=np.float64)
+    if acc.ndim != 2 or 0 in acc.shape:
+        raise ValueError(f"epoch_accuracy must have shape (epochs, tasks), got {acc.shape}.")
+    num_epochs, num_tasks = acc.shape
+    finite = acc[~np.isnan(acc)]
+    if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
+        raise ValueError("epoch_accuracy must hold fractions in [0, 1] (or NaN).")
+    boundaries = [int(b) for b in task_boundaries]
+    if any(not 0 <= b <= num_epochs for b in boundaries):
+        raise ValueError(f"task_boundaries must lie in [0, {num_epochs}], got {boundaries}.")
+    names = _check_names(task_names, num_tasks, "task")
+
+    figure = _new_figure(8.0, 4.5)
+    ax = figure.add_subplot()
+    epochs = np.arange(1, num_epochs + 1)
+    marker = "o" if num_epochs <= 30 else None
+    for column, (name, color) in enumerate(zip(names, _colors(num_tasks))):
+        ax.plot(
+            epochs, 100.0 * acc[:, column], marker=marker, markersize=3, color=color, label=name
+        )
+    for boundary in boundaries:
+        ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlim(0, num_epochs + 0.5)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Test accuracy (%)")
+    ax.grid(alpha=0.3)
+    if num_tasks <= MAX_LEGEND_ENTRIES:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    if title:
+        ax.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_hidden_weight_histograms(
+    weights_by_layer: Mapping[str, np.ndarray],
+    *,
+    path: str | os.PathLike,
+    title: str | None = None,
+    bins: int = 100,
+) -> str:
+    """Histograms of the hidden weights' magnitude `|Wh|`, one subplot per layer.
+
+    Counts are log-scaled; a dashed line marks `|Wh| = 1` and each subplot title gives
+    the fraction of weights with `|Wh| > 1`.
+
+    # Arguments
+        weights_by_layer: layer name -> array of latent weights (any shape).
+        path: PNG file to write; parent folders are created.
+        title: figure title.
+        bins: number of histogram bins.
+
+    # Returns
+        `path`, as a string.
+
+    # Raises
+        ValueError: if there are no layers, a layer has no weights or non-finite ones,
+            or `bins` is not a positive integer.
+    """
+    if not weights_by_layer:
+        raise ValueError("weights_by_layer is empty: nothing to plot.")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}.")
+    magnitudes = {}
+    for name, weights in weights_by_layer.items():
+        weights = np.abs(np.asarray(weights, dtype=np.float64)).ravel()
+        if weights.size == 0:
+            raise ValueError(f"layer {name!r} has no weights.")
+        if not np.isfinite(weights).all():
+            raise ValueError(f"layer {name!r} has non-finite weights.")
+        magnitudes[str(name)] = weights
+
+    columns = min(len(magnitudes), 3)
+    rows = -(-len(magnitudes) // columns)
+    figure = _new_figure(4.0 * columns, 3.2 * rows)
+    for index, (name, weights) in enumerate(magnitudes.items()):
+        ax = figure.add_subplot(rows, columns, index + 1)
+        ax.hist(weights, bins=int(bins), log=True, color="tab:blue")
+        ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"{name}: |Wh| > 1: {np.mean(weights > 1.0):.1%}", fontsize="medium")
+        ax.set_xlabel("|Wh|")
+        ax.set_ylabel("count")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_accuracy_comparison(
+    final_accuracies: Mapping[str, Sequence[float]],
+    *,
+    path: str | os.PathLike,
+    title: str | None = None,
+    task_names: Sequence[str] | None = None,
+) -> str:
+    """Grouped bar chart of the final accuracy per task of several runs.
+
+    # Arguments
+        final_accuracies: run label -> accuracy (fraction in [0, 1]) on each task, the
+            same number of tasks for every run, e.g. `{"m=1.35": [...], "m=0": [...]}`.
+        path: PNG file to write; parent folders are created.
+        title: figure title.
+        task_names: one name per task, default `task_1, task_2, ...`.
+
+    # Returns
+        `path`, as a string.
+
+    # Raises
+        ValueError: if there are no runs, runs have different numbers of tasks or no
+            tasks, an accuracy is outside [0, 1], or the names do not fit.
+    """
+    if not final_accuracies:
+        raise ValueError("final_accuracies is empty: nothing to plot.")
+    labels = [str(label) for label in final_accuracies]
+    try:
+        acc = np.array([np.asarray(a, dtype=np.float64) for a in final_accuracies.values()])
+    except ValueError:
+        raise ValueError("every run must have the same number of task accuracies.") from None
+    if acc.ndim != 2 or acc.shape[1] == 0:
+        raise ValueError(
+            f"every run must have a flat, non-empty list of task accuracies, got shape "
+            f"{acc.shape}."
+        )
+    if np.isnan(acc).any() or acc.min() < 0.0 or acc.max() > 1.0:
+        raise ValueError("accuracies must be fractions in [0, 1].")
+    num_runs, num_tasks = acc.shape
+    names = _check_names(task_names, num_tasks, "task")
+
+    figure = _new_figure(min(24.0, max(6.0, 1.0 + 0.25 * num_tasks * num_runs)), 4.5)
+    ax = figure.add_subplot()
+    width = 0.8 / num_runs
+    positions = np.arange(num_tasks)
+    for index, (label, color) in enumerate(zip(labels, _colors(num_runs))):
+        offset = (index - (num_runs - 1) / 2) * width
+        ax.bar(positions + offset, 100.0 * acc[index], width, label=label, color=color)
+    ax.set_xticks(positions)
+    rotate = num_tasks > 8
+    ax.set_xticklabels(names, rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("Test accuracy (%)")
+    ax.grid(axis="y", alpha=0.3)
+    if num_runs <= MAX_LEGEND_ENTRIES:
+        ax.legend(loc="best", fontsize="small")
+    if title:
+        ax.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)

@@ -1,0 +1,486 @@
+"""The protocol runner: teaches a BNN a sequence of tasks and measures what it forgets.
+
+`run(config)` builds the protocol's tasks, trains a zoo model on them one after another
+with `model.fit`, evaluates every task after every epoch, and writes a run directory:
+
+    run_dir/
+      config.json        the full configuration
+      metrics.csv        one row per epoch: loss, accuracy on every task, diagnostics
+      summary.json       accuracy matrix, average accuracy, BWT, forgetting, wall time
+      plots/             task accuracies vs epoch, |Wh| histograms at the end of each task
+      checkpoint/        weights + optimizer state of the last completed epoch
+      tensorboard/       diagnostics scalars and histograms
+
+Running the same configuration into the same directory again continues from the last
+completed epoch and ends with the same weights and metrics as an uninterrupted run.
+
+!!! example
+    ```python
+    from training.runner import RunConfig, run
+
+    summary = run(RunConfig(protocol="permuted", datasets=("mnist",), num_tasks=5,
+                            epochs=5, meta=1.35, run_dir="runs/pmnist-m1.35"))
+    print(summary["average_accuracy"])
+    ```
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+import zoo
+from training import metrics, plots
+from training.callbacks import MetaplasticityDiagnostics
+from training.data import load_dataset
+from training.optimizers import MetaplasticAdam, is_binary_variable
+from training.protocols import Task, dataset_sequence, joint_task, permuted_tasks, stream_subsets
+
+__all__ = ["RunConfig", "run", "build_tasks", "RunDirectoryError"]
+
+PROTOCOLS = ("permuted", "sequence", "stream")
+MODELS = ("mlp_meta", "vgg16_meta", "vgg_small_meta")
+BN_SCENARIOS = ("task", "domain")
+EVALUATE = ("epoch", "task")
+AUGMENTATIONS = (None, "flip_crop", "flip_rotate")
+
+
+class RunDirectoryError(ValueError):
+    """The run directory holds another run, or is damaged."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as `config.json` in the run directory.
+
+    # Arguments
+        protocol: `"permuted"` (N permutations of one dataset), `"sequence"` (one task per
+            dataset) or `"stream"` (one dataset in `num_tasks` class-balanced subsets).
+        datasets: dataset names or image-folder paths (`training.data.load_dataset`).
+        num_tasks: permuted tasks or stream subsets (ignored for sequences).
+        joint: train on the union of all tasks at once (the upper-bound reference).
+        model: a zoo model name; `hidden_units` applies to `mlp_meta`.
+        meta: the metaplasticity m of `MetaplasticAdam` (0 is plain Adam).
+        learning_rate, batch_size, epochs: optimizer step, batch, epochs per task.
+        optimizer_per_task: a fresh optimizer (new Adam moments) for every task, as in the
+            paper's permuted-MNIST experiment; else one optimizer for the whole run.
+        batch_norm: `"task"`: BatchNorm state saved at the end of each task and restored to
+            evaluate it; `"domain"`: one shared BatchNorm state.
+        augment: CIFAR augmentation (`None`, `"flip_crop"`, `"flip_rotate"`).
+        evaluate: `"epoch"`: every task after every epoch; `"task"`: at task ends only.
+        seed: seeds the permutations, splits, initial weights, shuffling and dropout.
+        jit_compile: compile the training step with XLA (not with a distribution strategy).
+        data_dir: where datasets are looked for first (see `training.data`).
+        run_dir: the run directory.
+    """
+
+    protocol: str = "permuted"
+    datasets: tuple[str, ...] = ("mnist",)
+    num_tasks: int = 5
+    joint: bool = False
+    model: str = "mlp_meta"
+    hidden_units: tuple[int, ...] = (1024, 1024)
+    meta: float = 1.35
+    learning_rate: float = 0.005
+    batch_size: int = 100
+    epochs: int = 5
+    optimizer_per_task: bool = True
+    batch_norm: str = "task"
+    augment: str | None = None
+    evaluate: str = "epoch"
+    seed: int = 0
+    jit_compile: bool = False
+    data_dir: str | None = None
+    run_dir: str = "runs/run"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.datasets = tuple(self.datasets)
+        self.hidden_units = tuple(self.hidden_units)
+        checks = [
+            (self.protocol in PROTOCOLS, f"protocol must be one of {PROTOCOLS}"),
+            (self.model in MODELS, f"model must be one of {MODELS}"),
+            (self.batch_norm in BN_SCENARIOS, f"batch_norm must be one of {BN_SCENARIOS}"),
+            (self.evaluate in EVALUATE, f"evaluate must be one of {EVALUATE}"),
+            (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}"),
+            (len(self.datasets) >= 1, "datasets must name at least one dataset"),
+            (self.protocol == "sequence" or len(self.datasets) == 1,
+             f"protocol {self.protocol!r} takes one dataset"),
+        ]
+        for name in ("num_tasks", "batch_size", "epochs"):
+            value = getattr(self, name)
+            checks.append((isinstance(value, int) and value >= 1,
+                           f"{name} must be a positive integer"))
+        checks.append((self.learning_rate > 0, "learning_rate must be > 0"))
+        checks.append((np.isfinite(self.meta) and self.meta >= 0, "meta must be finite, >= 0"))
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{message}; got {dataclasses.asdict(self)}.")
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def identity(self) -> dict:
+        """The fields that must match for a run directory to be resumed."""
+        return {k: v for k, v in self.to_json().items() if k not in ("data_dir", "run_dir")}
+
+
+def build_tasks(config: RunConfig) -> tuple[list[Task], list[Task]]:
+    """The tasks to train on, in order, and the tasks to evaluate after each epoch."""
+    data = [load_dataset(name, data_dir=config.data_dir) for name in config.datasets]
+    if config.protocol == "permuted":
+        tasks = permuted_tasks(data[0], num_tasks=config.num_tasks, seed=config.seed)
+        eval_tasks = tasks
+    elif config.protocol == "sequence":
+        tasks = eval_tasks = dataset_sequence(data)
+    else:
+        tasks = stream_subsets(data[0], num_subsets=config.num_tasks, seed=config.seed)
+        d = data[0]
+        eval_tasks = [Task("test", d.x_train[:0], d.y_train[:0], d.x_test, d.y_test)]
+    if config.joint:
+        tasks = [joint_task(tasks)]
+    return tasks, eval_tasks
+
+
+def _build_model(config: RunConfig, input_shape, num_classes: int, synchronized_bn: bool):
+    tf.keras.utils.set_random_seed(config.seed)
+    kwargs = {"hidden_units": config.hidden_units} if config.model == "mlp_meta" else {}
+    model = getattr(zoo, config.model)(input_shape=input_shape, num_classes=num_classes, **kwargs)
+    if not synchronized_bn:
+        return model
+
+    # Distributed: BatchNorm statistics over the global batch, as on one device.
+    def clone(layer):
+        layer_config = layer.get_config()
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer_config["synchronized"] = True
+        return layer.__class__.from_config(layer_config)
+
+    synced = tf.keras.models.clone_model(model, clone_function=clone)
+    synced.set_weights(model.get_weights())
+    return synced
+
+
+def _bn_layers(model) -> list:
+    return [l for l in model.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+
+
+def _get_bn(bn_layers) -> list[np.ndarray]:
+    """Every BatchNorm array (gamma, beta, moving mean and variance), layer by layer."""
+    return [w for layer in bn_layers for w in layer.get_weights()]
+
+
+def _set_bn(bn_layers, arrays: list[np.ndarray]) -> None:
+    start = 0
+    for layer in bn_layers:
+        count = len(layer.weights)
+        layer.set_weights(arrays[start : start + count])
+        start += count
+
+
+def _binary_kernels(model) -> dict[str, np.ndarray]:
+    return {
+        v.name.split(":")[0].rpartition("/")[0]: v.numpy()
+        for v in model.trainable_variables
+        if is_binary_variable(v)
+    }
+
+
+class _RunState:
+    """What survives an interruption: completed epochs, metric rows, BatchNorm states."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir
+        self.progress_path = run_dir / "checkpoint" / "progress.json"
+        self.bn_path = run_dir / "checkpoint" / "bn_states.npz"
+        self.completed_epochs = 0
+        self.rows: list[dict] = []
+        self.bn_states: dict[int, list[np.ndarray]] = {}
+        self.checkpoint: str | None = None
+        self.wall_time = 0.0
+
+    def load(self) -> bool:
+        if not self.progress_path.exists():
+            return False
+        try:
+            progress = json.loads(self.progress_path.read_text())
+            self.completed_epochs = progress["completed_epochs"]
+            self.rows = progress["rows"]
+            self.checkpoint = progress["checkpoint"]
+            self.wall_time = progress["wall_time"]
+            states = np.load(self.bn_path) if self.bn_path.exists() else {}
+            for task in progress["bn_tasks"]:
+                count = progress["bn_arrays"]
+                self.bn_states[task] = [states[f"t{task}_{i}"] for i in range(count)]
+        except (OSError, ValueError, KeyError) as error:
+            raise RunDirectoryError(
+                f"cannot resume from {self.dir}: damaged progress files ({error}); "
+                f"use a new run directory."
+            ) from None
+        return True
+
+    def save(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+        count = len(next(iter(self.bn_states.values()))) if self.bn_states else 0
+        arrays = {f"t{t}_{i}": a for t, s in self.bn_states.items() for i, a in enumerate(s)}
+        tmp = self.bn_path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, self.bn_path)
+        progress = {
+            "completed_epochs": self.completed_epochs,
+            "rows": self.rows,
+            "checkpoint": checkpoint,
+            "wall_time": self.wall_time,
+            "bn_tasks": sorted(self.bn_states),
+            "bn_arrays": count,
+        }
+        tmp = self.progress_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(progress))
+        os.replace(tmp, self.progress_path)
+
+
+def _prepare_run_dir(config: RunConfig, overwrite: bool) -> Path:
+    run_dir = Path(config.run_dir)
+    config_path = run_dir / "config.json"
+    if config_path.exists() and not overwrite:
+        previous = json.loads(config_path.read_text())
+        previous_identity = {k: v for k, v in previous.items() if k not in ("data_dir", "run_dir")}
+        if previous_identity != config.identity():
+            changed = sorted(k for k in config.identity() if previous_identity.get(k) != config.identity()[k])
+            raise RunDirectoryError(
+                f"{run_dir} holds a run with another configuration (differs in {changed}); "
+                f"choose another run directory or pass overwrite=True (--overwrite)."
+            )
+    elif overwrite and run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    (run_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+    (run_dir / "plots").mkdir(exist_ok=True)
+    config_path.write_text(json.dumps(config.to_json(), indent=2))
+    return run_dir
+
+
+def _write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _task_matrix(rows: list[dict], eval_tasks: list[Task], num_tasks: int) -> np.ndarray:
+    """Accuracy matrix R[i, j]: accuracy on eval task j after the last epoch of task i."""
+    ends = {}
+    for row in rows:
+        ends[row["task_index"]] = row  # the last row of each task
+    return np.array(
+        [[ends[i][f"acc/{t.name}"] for t in eval_tasks] for i in sorted(ends) if i < num_tasks]
+    )
+
+
+def run(
+    config: RunConfig,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    overwrite: bool = False,
+    verbose: int = 1,
+    stop_after_epochs: int | None = None,
+) -> dict:
+    """Runs (or resumes) a continual-learning protocol and writes its run directory.
+
+    # Arguments
+        config: the run's configuration.
+        strategy: a `tf.distribute` strategy (e.g. `MirroredStrategy` over local GPUs,
+            `MultiWorkerMirroredStrategy` with `TF_CONFIG`); BatchNorm is then
+            synchronized so that the run matches a single-device run of the same global
+            batch.
+        overwrite: delete an existing run directory instead of resuming it.
+        verbose: 0 silent; 1 a progress bar per epoch and a line per task; 2 a line per
+            epoch and a line per task.
+        stop_after_epochs: stop (as an interruption would) once this many epochs of the
+            whole run are complete; resuming continues from there.
+
+    # Returns
+        The summary (also written to `summary.json`).
+
+    # Raises
+        ValueError: for an invalid configuration, data errors (`DataError`), or a run
+            directory holding another run (`RunDirectoryError`).
+    """
+    if strategy is not None and config.jit_compile:
+        raise ValueError(
+            "jit_compile (XLA) does not combine with tf.distribute strategies on CPU; "
+            "drop jit_compile or the strategy."
+        )
+    run_dir = _prepare_run_dir(config, overwrite)
+    state = _RunState(run_dir)
+    resumed = state.load()
+    tasks, eval_tasks = build_tasks(config)
+    first = eval_tasks[0]
+    input_shape = first.x_test.shape[1:]
+    num_classes = int(max(t.y_test.max() for t in eval_tasks)) + 1
+    distributed = strategy is not None
+    strategy = strategy or tf.distribute.get_strategy()
+
+    with strategy.scope():
+        model = _build_model(config, input_shape, num_classes, synchronized_bn=distributed)
+    bn_layers = _bn_layers(model)
+    test_data = {t.name: t.test_data(batch_size=1000) for t in eval_tasks}
+    diagnostics = MetaplasticityDiagnostics(log_dir=str(run_dir / "tensorboard"))
+    checkpoint_dir = run_dir / "checkpoint"
+
+    def new_optimizer():
+        with strategy.scope():
+            optimizer = MetaplasticAdam(config.learning_rate, meta=config.meta)
+            model.compile(
+                optimizer,
+                loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+                jit_compile=config.jit_compile,
+            )
+        return optimizer
+
+    def evaluate(task_index: int) -> dict:
+        current = _get_bn(bn_layers)
+        accuracies = {}
+        for j, task in enumerate(eval_tasks):
+            use_task_bn = (
+                config.batch_norm == "task" and config.protocol != "stream"
+                and not config.joint and j < task_index and j in state.bn_states
+            )
+            if use_task_bn:
+                _set_bn(bn_layers, state.bn_states[j])
+            result = model.evaluate(test_data[task.name], verbose=0, return_dict=True)
+            accuracies[f"acc/{task.name}"] = float(result["accuracy"])
+            if use_task_bn:
+                _set_bn(bn_layers, current)
+        return accuracies
+
+    optimizer = new_optimizer()
+    epochs_per_task = config.epochs
+    if resumed and state.checkpoint:
+        next_task = state.completed_epochs // epochs_per_task
+        starts_task = state.completed_epochs % epochs_per_task == 0
+        keep_optimizer = not (config.optimizer_per_task and starts_task and next_task > 0)
+        objects = {"model": model, **({"optimizer": optimizer} if keep_optimizer else {})}
+        tf.train.Checkpoint(**objects).restore(state.checkpoint).expect_partial()
+        if verbose:
+            print(f"Resuming {run_dir} after epoch {state.completed_epochs}.")
+
+    started = time.perf_counter() - state.wall_time
+    global_epoch = 0
+    for task_index, task in enumerate(tasks):
+        for task_epoch in range(epochs_per_task):
+            if global_epoch < state.completed_epochs:
+                global_epoch += 1
+                continue
+            if stop_after_epochs is not None and global_epoch >= stop_after_epochs:
+                return {"stopped_after_epochs": global_epoch, "run_dir": str(run_dir)}
+            if task_epoch == 0 and task_index > 0 and config.optimizer_per_task:
+                optimizer = new_optimizer()
+            # Seeds depend only on the epoch, so that a resumed run repeats the same draws.
+            tf.keras.utils.set_random_seed(config.seed * 100_003 + global_epoch)
+            train = task.train_data(
+                batch_size=config.batch_size,
+                seed=config.seed * 100_003 + global_epoch,
+                augment=config.augment,
+            )
+            history = model.fit(
+                train, initial_epoch=global_epoch, epochs=global_epoch + 1,
+                callbacks=[diagnostics], verbose=verbose,
+            )
+            if task_epoch == epochs_per_task - 1:
+                state.bn_states[task_index] = _get_bn(bn_layers)
+            row = {
+                "epoch": global_epoch + 1,
+                "task_index": task_index,
+                "task": task.name,
+                "task_epoch": task_epoch + 1,
+                **{k: float(v[-1]) for k, v in history.history.items()},
+            }
+            if config.evaluate == "epoch" or task_epoch == epochs_per_task - 1:
+                row.update(evaluate(task_index + 1))
+            state.rows.append(row)
+            global_epoch += 1
+            state.completed_epochs = global_epoch
+            state.wall_time = time.perf_counter() - started
+            path = tf.train.Checkpoint(model=model, optimizer=optimizer).write(
+                str(checkpoint_dir / f"epoch-{global_epoch}")
+            )
+            state.save(path)
+            _remove_old_checkpoints(checkpoint_dir, keep=path)
+            _write_metrics_csv(run_dir / "metrics.csv", state.rows)
+        if verbose:
+            accuracies = {k[4:]: v for k, v in state.rows[-1].items() if k.startswith("acc/")}
+            mean_seen = np.mean([accuracies[t.name] for t in eval_tasks[: task_index + 1]])
+            print(
+                f"Task {task_index + 1}/{len(tasks)} ({task.name}) done: mean accuracy over "
+                f"seen tasks {100 * mean_seen:.2f}%; "
+                + ", ".join(f"{n} {100 * a:.2f}%" for n, a in accuracies.items()),
+                flush=True,
+            )
+        if state.completed_epochs == global_epoch:
+            plots.plot_hidden_weight_histograms(
+                _binary_kernels(model),
+                path=str(run_dir / "plots" / f"hidden_weights_{task.name}.png"),
+                title=f"|Wh| after {task.name}",
+            )
+    return _finish(config, run_dir, state, tasks, eval_tasks, verbose)
+
+
+def _remove_old_checkpoints(directory: Path, keep: str) -> None:
+    """Removes checkpoint files other than `keep` and the one before it."""
+    keep_name = Path(keep).name
+    epochs = sorted(
+        {int(p.name.split(".")[0].split("-")[1]) for p in directory.glob("epoch-*.index")}
+    )
+    current = int(keep_name.split("-")[1])
+    for epoch in epochs:
+        if epoch < current - 1:
+            for p in directory.glob(f"epoch-{epoch}.*"):
+                p.unlink(missing_ok=True)
+
+
+def _finish(config, run_dir, state, tasks, eval_tasks, verbose) -> dict:
+    rows = [r for r in state.rows if any(k.startswith("acc/") for k in r)]
+    names = [t.name for t in eval_tasks]
+    epoch_accuracy = np.array([[r[f"acc/{n}"] for n in names] for r in rows])
+    boundaries = [
+        i for i, r in enumerate(rows) if i > 0 and r["task_index"] != rows[i - 1]["task_index"]
+    ]
+    plots.plot_task_accuracies(
+        epoch_accuracy, task_boundaries=boundaries, task_names=names,
+        path=str(run_dir / "plots" / "task_accuracies.png"),
+        title=f"{config.protocol} {'/'.join(config.datasets)}, m = {config.meta}",
+    )
+    matrix = _task_matrix(state.rows, eval_tasks, len(tasks))
+    summary = {
+        "final_accuracy": {n: float(a) for n, a in zip(names, matrix[-1])},
+        "mean_accuracy": float(np.mean(matrix[-1])),  # over every evaluated task
+        "accuracy_matrix": matrix.tolist(),
+    }
+    if config.protocol != "stream" and not config.joint:
+        summary.update(metrics.summarize(matrix, task_names=names))
+    summary.update({
+        "epochs": state.completed_epochs,
+        "wall_time_s": round(state.wall_time, 1),
+        "run_dir": str(run_dir),
+        "config": config.to_json(),
+    })
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if verbose:
+        print(f"Run directory: {run_dir}")
+    return summary

@@ -1,0 +1,22 @@
+"""Metaplastic binarized neural networks (Laborieux et al. 2021) for Keras and Larq.
+
+Every factory takes keyword arguments only and returns a built `tf.keras.Model` that
+outputs logits. Binary kernels use `SteSign(clip_value=None)` and no weight clipping, so
+the metaplastic optimizer sees every latent weight's full gradient.
+
+```python
+import tensorflow as tf
+from zoo import mlp_meta
+
+model = mlp_meta(hidden_units=(1024, 1024))  # 784-1024-1024-10
+model.compile(
+    optimizer=tf.keras.optimizers.legacy.Adam(0.005),
+    loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+)
+```
+"""
+
+from zoo.mlp import mlp_meta
+from zoo.vgg import vgg16_meta, vgg_small_meta
+
+__all__ = ["mlp_meta", "vgg16_meta", "vgg_small_meta"]

@@ -1,0 +1,346 @@
+"""Building blocks and argument checks shared by every model in the zoo.
+
+Metaplasticity (Laborieux et al. 2021) reads the magnitude of each latent weight, so the
+binary layers here never clip their latent weights: the kernel quantizer is
+`SteSign(clip_value=None)` (gradients pass even where |W| > 1) and there is no
+`kernel_constraint`. Activations are binarized with the usual `"ste_sign"` (clip at 1),
+except in the first layer, which sees the real-valued input.
+
+Layers are named by their depth `i` (1, 2, ... counting binary layers from the input):
+`conv_i` or `dense_i`, then `pool_i` (if any) and `bn_i`; the output layer is `dense_out`
+with `bn_out`; the dropout before `dense_i` is `dropout_i` (`dropout_out` before the output).
+
+```python
+x = tf.keras.Input((28, 28, 1))
+x = tf.keras.layers.Flatten()(x)
+x = binary_dense(256, first=True, name="dense_1")(x)
+x = batch_norm(name="bn_1")(x)
+```
+"""
+
+import contextlib
+import logging
+import numbers
+import os
+from types import MappingProxyType
+from typing import Iterator, Optional, Sequence, Union
+
+import larq as lq
+import tensorflow as tf
+
+# Kernel binarization: STE without clipping, so no latent weight is ever starved.
+KERNEL_QUANTIZER_CONFIG = MappingProxyType({"clip_value": None})
+# Activation binarization of every binary layer but the first one (STE clipped at 1).
+INPUT_QUANTIZER = "ste_sign"
+# PyTorch's BatchNorm defaults, as in the paper's reference code (torch momentum=0.1).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+WeightsType = Union[None, str, os.PathLike]
+
+_STARVED_WEIGHTS_WARNING = "may result in starved weights"
+
+
+class _DropStarvedWeightsWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _STARVED_WEIGHTS_WARNING not in record.getMessage()
+
+
+@contextlib.contextmanager
+def silence_starved_weights_warning() -> Iterator[None]:
+    """Hides larq's "starved weights" warning while binary layers are constructed.
+
+    larq warns whenever a binary kernel quantizer comes without a `kernel_constraint`;
+    here that is deliberate (metaplasticity needs unclipped latent weights). Only that
+    warning is dropped, and only inside the `with` block.
+    """
+    logger = logging.getLogger("larq.layers_base")
+    log_filter = _DropStarvedWeightsWarning()
+    logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(log_filter)
+
+
+def binary_kernel_quantizer() -> lq.quantizers.SteSign:
+    """Returns a new kernel quantizer: sign forward, unclipped straight-through backward."""
+    return lq.quantizers.SteSign(**KERNEL_QUANTIZER_CONFIG)
+
+
+def _binary_kwargs(first: bool, kernel_initializer: str) -> dict:
+    return dict(
+        input_quantizer=None if first else INPUT_QUANTIZER,
+        kernel_quantizer=binary_kernel_quantizer(),
+        kernel_constraint=None,
+        kernel_initializer=kernel_initializer,
+        use_bias=False,
+    )
+
+
+def binary_dense(
+    units: int,
+    *,
+    first: bool = False,
+    kernel_initializer: str = "glorot_uniform",
+    name: Optional[str] = None,
+) -> lq.layers.QuantDense:
+    """Returns a binary dense layer (binary kernel, binary input unless `first`, no bias).
+
+    # Arguments
+        units: number of output units.
+        first: whether the layer takes the real-valued network input; its input is then
+            left unquantized.
+        kernel_initializer: initializer of the latent kernel.
+        name: layer name.
+
+    # Returns
+        A `larq.layers.QuantDense` layer.
+    """
+    with silence_starved_weights_warning():
+        return lq.layers.QuantDense(
+            units, **_binary_kwargs(first, kernel_initializer), name=name
+        )
+
+
+def binary_conv(
+    filters: int,
+    *,
+    first: bool = False,
+    kernel_size: int = 3,
+    kernel_initializer: str = "glorot_uniform",
+    name: Optional[str] = None,
+) -> lq.layers.QuantConv2D:
+    """Returns a binary "same" convolution (binary kernel, binary input unless `first`).
+
+    Binarized inputs are padded with +1 (`pad_values=1.0`), so the padded input stays
+    binary as Larq Compute Engine requires; the first convolution sees real-valued pixels
+    and is zero-padded (`pad_values=0.0`).
+
+    # Arguments
+        filters: number of output channels.
+        first: whether the layer takes the real-valued network input; its input is then
+            left unquantized and zero-padded.
+        kernel_size: height and width of the kernel.
+        kernel_initializer: initializer of the latent kernel.
+        name: layer name.
+
+    # Returns
+        A `larq.layers.QuantConv2D` layer.
+    """
+    with silence_starved_weights_warning():
+        return lq.layers.QuantConv2D(
+            filters,
+            kernel_size,
+            padding="same",
+            pad_values=0.0 if first else 1.0,
+            **_binary_kwargs(first, kernel_initializer),
+            name=name,
+        )
+
+
+def batch_norm(*, name: Optional[str] = None) -> tf.keras.layers.BatchNormalization:
+    """Returns the batch normalization that follows every binary layer (PyTorch-like)."""
+    return tf.keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
+    )
+
+
+def binary_dense_stack(
+    x: tf.Tensor,
+    hidden_units: Sequence[int],
+    *,
+    num_classes: int,
+    first_index: int,
+    first: bool = False,
+    dropout: float = 0.0,
+    kernel_initializer: str = "glorot_uniform",
+) -> tf.Tensor:
+    """Applies binary dense + batch norm blocks, ending with the logits layer.
+
+    # Arguments
+        x: flat input tensor.
+        hidden_units: units of the hidden binary dense layers.
+        num_classes: units of the output layer.
+        first_index: depth index of the first dense layer (names `dense_{first_index}`).
+        first: whether the first dense layer takes the real-valued network input.
+        dropout: dropout rate applied before every dense layer; 0 adds no dropout layer.
+        kernel_initializer: initializer of the latent kernels.
+
+    # Returns
+        The logits: batch-normalized outputs of `dense_out`, no softmax.
+    """
+    tags = [str(first_index + i) for i in range(len(hidden_units))] + ["out"]
+    for i, (units, tag) in enumerate(zip([*hidden_units, num_classes], tags)):
+        if dropout:
+            x = tf.keras.layers.Dropout(dropout, name=f"dropout_{tag}")(x)
+        x = binary_dense(
+            units,
+            first=first and i == 0,
+            kernel_initializer=kernel_initializer,
+            name=f"dense_{tag}",
+        )(x)
+        x = batch_norm(name=f"bn_{tag}")(x)
+    return x
+
+
+def resolve_weights(weights: WeightsType) -> Optional[str]:
+    """Returns the file `weights` refers to, or `None` for random initialization.
+
+    # Arguments
+        weights: `None`, or a path to a Keras HDF5 weights file (`.h5`, `.weights.h5`)
+            or to a TensorFlow checkpoint prefix (with its `.index` file next to it).
+
+    # Returns
+        A path that `tf.keras.Model.load_weights` accepts, or `None`.
+
+    # Raises
+        ValueError: if `weights` is none of the above.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, (str, os.PathLike)):
+        path = os.fspath(weights)
+        if path.endswith(".h5") and os.path.isfile(path):
+            return path
+        if os.path.isfile(path + ".index"):
+            return path
+    raise ValueError(
+        f"`weights` should be None or a path to a weights file (an existing .h5 file or "
+        f"TensorFlow checkpoint prefix), got {weights!r}."
+    )
+
+
+def load_weights(model: tf.keras.Model, weights: WeightsType) -> tf.keras.Model:
+    """Loads `weights` (see `resolve_weights`) into `model`, if any.
+
+    # Arguments
+        model: a built model.
+        weights: `None`, or a path to a weights file.
+
+    # Returns
+        `model`, for chaining.
+
+    # Raises
+        ValueError: if `weights` is not accepted by `resolve_weights`.
+    """
+    path = resolve_weights(weights)
+    if path is not None:
+        model.load_weights(path)
+    return model
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
+def validate_units(units: Sequence[int], *, argument: str) -> tuple:
+    """Checks a non-empty sequence of positive layer widths.
+
+    # Arguments
+        units: the widths to check.
+        argument: the argument's name, for the error message.
+
+    # Returns
+        `units` as a tuple of ints.
+
+    # Raises
+        ValueError: if `units` is not a non-empty sequence of positive ints.
+    """
+    if (
+        isinstance(units, (str, bytes))
+        or not isinstance(units, Sequence)
+        or not units
+        or not all(_is_positive_int(u) for u in units)
+    ):
+        raise ValueError(
+            f"`{argument}` should be a non-empty sequence of positive ints, got {units!r}."
+        )
+    return tuple(int(u) for u in units)
+
+
+def _is_valid_shape(shape, ndim: Optional[int], min_size: int) -> bool:
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape:
+        return False
+    if ndim is not None and len(shape) != ndim:
+        return False
+    if not all(_is_positive_int(d) for d in shape):
+        return False
+    spatial = shape[:-1] if ndim is not None else shape
+    return all(d >= min_size for d in spatial)
+
+
+def validate_arguments(
+    *,
+    input_shape: Optional[Sequence[int]],
+    input_tensor: Optional[tf.Tensor],
+    num_classes: int,
+    weights: WeightsType,
+    ndim: Optional[int] = None,
+    min_size: int = 1,
+) -> tuple:
+    """Checks the arguments every factory shares.
+
+    # Arguments
+        input_shape: shape of one sample, without the batch axis; ignored when
+            `input_tensor` is given.
+        input_tensor: optional Keras tensor (e.g. the output of `tf.keras.Input()`) to
+            build the model on; its shape replaces `input_shape`.
+        num_classes: number of output logits.
+        weights: see `resolve_weights`.
+        ndim: required length of the sample shape, if any (the last axis is channels).
+        min_size: minimum of every spatial dimension (all but the channels when `ndim`
+            is given, otherwise every dimension).
+
+    # Returns
+        The sample shape the model will be built for, as a tuple of ints.
+
+    # Raises
+        ValueError: if any argument is invalid.
+    """
+    if not _is_positive_int(num_classes):
+        raise ValueError(f"`num_classes` should be a positive int, got {num_classes!r}.")
+    resolve_weights(weights)
+
+    if input_tensor is not None:
+        try:
+            is_keras_tensor = tf.keras.backend.is_keras_tensor(input_tensor)
+        except ValueError:
+            is_keras_tensor = False
+        if not is_keras_tensor:
+            raise ValueError(
+                f"`input_tensor` should be a Keras tensor (e.g. from `tf.keras.Input`), "
+                f"got {input_tensor!r}."
+            )
+        shape = tuple(input_tensor.shape[1:])
+        source = f"`input_tensor` has shape {shape}"
+    else:
+        shape = input_shape
+        source = f"`input_shape` is {input_shape!r}"
+
+    if not _is_valid_shape(shape, ndim, min_size):
+        expected = f"{ndim} positive ints" if ndim else "a non-empty tuple of positive ints"
+        if min_size > 1:
+            expected += f" with height and width >= {min_size}"
+        raise ValueError(f"{source}, expected {expected}.")
+    return tuple(int(d) for d in shape)
+
+
+def model_input(
+    input_shape: Sequence[int], input_tensor: Optional[tf.Tensor] = None
+) -> tuple:
+    """Returns `(inputs, x)`: the model's inputs and the tensor the network starts from.
+
+    # Arguments
+        input_shape: validated shape of one sample, used when `input_tensor` is `None`.
+        input_tensor: optional Keras tensor; the model's inputs are then its source
+            `tf.keras.Input`(s), so it may be the output of earlier layers.
+
+    # Returns
+        A tuple `(inputs, x)` for `tf.keras.Model(inputs=inputs, ...)`.
+    """
+    if input_tensor is None:
+        x = tf.keras.Input(shape=tuple(input_shape), name="input")
+        return x, x
+    inputs = tf.keras.utils.get_source_inputs(input_tensor)
+    return (inputs[0] if len(inputs) == 1 else inputs), input_tensor

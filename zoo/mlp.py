@@ -1,0 +1,73 @@
+"""The binarized MLP of Laborieux et al. 2021 (permuted-MNIST experiments).
+
+```python
+model = mlp_meta(hidden_units=(1024, 1024))  # 784-1024-1024-10, outputs logits
+```
+"""
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+from zoo import layers
+
+# The paper's MLP for permuted MNIST: 784-1024-1024-10 (Laborieux et al. 2021).
+DEFAULT_HIDDEN_UNITS = (1024, 1024)
+
+
+def mlp_meta(
+    *,  # Keyword arguments only
+    hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS,
+    input_shape: Optional[Sequence[int]] = (28, 28, 1),
+    input_tensor: Optional[tf.Tensor] = None,
+    num_classes: int = 10,
+    weights: layers.WeightsType = None,
+    kernel_initializer: str = "glorot_uniform",
+    name: str = "mlp_meta",
+) -> tf.keras.Model:
+    """Instantiates the metaplastic binarized MLP (Laborieux et al. 2021).
+
+    The input is flattened and fed, real-valued, to a dense layer with a binary kernel;
+    every later dense layer has binary kernels and binary (`"ste_sign"`) inputs. Each
+    dense layer is followed by batch normalization, the output layer included, and the
+    model returns logits (no softmax). Layers: `dense_1`/`bn_1`, ..., `dense_out`/`bn_out`.
+
+    # Arguments
+        hidden_units: widths of the hidden layers, at least one.
+        input_shape: shape of one sample; ignored when `input_tensor` is given.
+        input_tensor: optional Keras tensor (e.g. the output of `tf.keras.Input()`) to
+            use as the model's input.
+        num_classes: number of output logits.
+        weights: `None` (random initialization) or a path to a weights file (`.h5` or a
+            TensorFlow checkpoint prefix) to load.
+        kernel_initializer: initializer of the latent binary kernels.
+        name: model name.
+
+    # Returns
+        A built `tf.keras.Model`.
+
+    # Raises
+        ValueError: in case of invalid `hidden_units`, `input_shape`, `input_tensor`,
+            `num_classes` or `weights`.
+    """
+    hidden_units = layers.validate_units(hidden_units, argument="hidden_units")
+    input_shape = layers.validate_arguments(
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        num_classes=num_classes,
+        weights=weights,
+    )
+    inputs, x = layers.model_input(input_shape, input_tensor)
+
+    x = tf.keras.layers.Flatten(name="flatten")(x)
+    x = layers.binary_dense_stack(
+        x,
+        hidden_units,
+        num_classes=num_classes,
+        first_index=1,
+        first=True,
+        kernel_initializer=kernel_initializer,
+    )
+
+    model = tf.keras.Model(inputs=inputs, outputs=x, name=name)
+    return layers.load_weights(model, weights)
