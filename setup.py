@@ -11,7 +11,9 @@ setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["zoo", "zoo.*", "training", "training.*", "tuning", "tuning.*"]),
+    packages=find_packages(
+        include=["zoo", "zoo.*", "training", "training.*", "tuning", "tuning.*"]
+    ),
     include_package_data=True,
     # larq and LCE need Keras 2: TF >= 2.16 ships Keras 3, so the stack is pinned here.
     python_requires=">=3.10,<3.12",

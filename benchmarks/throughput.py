@@ -2,8 +2,12 @@
 
 For each model and XLA setting, both optimizers train the same architecture on the same
 synthetic data; timed epochs alternate between them (after a warm-up epoch each) and the
-median samples/s of each is reported with their ratio. Prints a table and writes JSON to
-`benchmarks/results/`.
+median and best samples/s of each are reported with their ratios. Prints a table and
+writes JSON to `benchmarks/results/`.
+
+Shared 2-core machines deliver bursts of full speed and stretches of roughly half speed
+(seen here as a bimodal samples/s, whatever the optimizer), so alternate many epochs and
+read the best-of ratio next to the median one.
 
     python benchmarks/throughput.py                 # the configurations
     python benchmarks/throughput.py --quick         # a smoke run in a few seconds
@@ -35,8 +39,20 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # name -> (factory, factory kwargs, input shape, batch size, steps per timed epoch)
 CONFIGS = {
-    "mlp_meta-1024": (zoo.mlp_meta, {"hidden_units": (1024, 1024)}, (28, 28, 1), 100, 60),
-    "mlp_meta-4096": (zoo.mlp_meta, {"hidden_units": (4096, 4096)}, (28, 28, 1), 100, 12),
+    "mlp_meta-1024": (
+        zoo.mlp_meta,
+        {"hidden_units": (1024, 1024)},
+        (28, 28, 1),
+        100,
+        60,
+    ),
+    "mlp_meta-4096": (
+        zoo.mlp_meta,
+        {"hidden_units": (4096, 4096)},
+        (28, 28, 1),
+        100,
+        12,
+    ),
     "vgg16_meta": (zoo.vgg16_meta, {}, (32, 32, 3), 64, 3),
 }
 QUICK = {
@@ -86,6 +102,7 @@ def benchmark(name, config, *, jit_compile: bool, repeats: int) -> dict:
         for key, model in models.items():
             rates[key].append(time_epoch(model, data, samples))
     medians = {key: statistics.median(values) for key, values in rates.items()}
+    best = {key: max(values) for key, values in rates.items()}
     result = {
         "model": name,
         "xla": jit_compile,
@@ -94,11 +111,16 @@ def benchmark(name, config, *, jit_compile: bool, repeats: int) -> dict:
         "adam_samples_per_s": medians["adam"],
         "metaplastic_samples_per_s": medians["metaplastic_adam"],
         "ratio": medians["metaplastic_adam"] / medians["adam"],
+        "adam_best_samples_per_s": best["adam"],
+        "metaplastic_best_samples_per_s": best["metaplastic_adam"],
+        "ratio_best": best["metaplastic_adam"] / best["adam"],
         "all_samples_per_s": rates,
     }
     print(
-        f"{name:>16} | xla={str(jit_compile):5} | adam {medians['adam']:9.1f} | "
-        f"metaplastic {medians['metaplastic_adam']:9.1f} | ratio {result['ratio']:.3f}",
+        f"{name:>14} | xla={str(jit_compile):5} | median: adam {medians['adam']:8.1f}, "
+        f"metaplastic {medians['metaplastic_adam']:8.1f}, ratio {result['ratio']:.3f} | "
+        f"best: adam {best['adam']:8.1f}, metaplastic {best['metaplastic_adam']:8.1f}, "
+        f"ratio {result['ratio_best']:.3f}",
         flush=True,
     )
     return result
@@ -108,7 +130,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     parser.add_argument("--models", nargs="*", help=f"subset of {sorted(CONFIGS)}")
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per optimizer")
+    parser.add_argument(
+        "--repeats", type=int, default=7, help="timed epochs per optimizer"
+    )
     parser.add_argument("--no-xla", action="store_true", help="skip the XLA runs")
     parser.add_argument("--output", type=Path, help="JSON path (default: results dir)")
     args = parser.parse_args(argv)
@@ -119,7 +143,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown models {sorted(unknown)}; choose from {sorted(configs)}")
     names = args.models or list(configs)
     print(
-        f"samples/s, median of {args.repeats} alternating epochs, TF {tf.__version__}, "
+        f"samples/s over {args.repeats} alternating epochs, TF {tf.__version__}, "
         f"{os.cpu_count()} CPUs",
         flush=True,
     )
@@ -127,20 +151,27 @@ def main(argv=None) -> int:
     for jit_compile in (False,) if args.no_xla else (False, True):
         for name in names:
             tf.keras.backend.clear_session()
-            results.append(benchmark(name, configs[name], jit_compile=jit_compile,
-                                     repeats=args.repeats))
+            result = benchmark(
+                name, configs[name], jit_compile=jit_compile, repeats=args.repeats
+            )
+            results.append(result)
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     output = args.output or RESULTS_DIR / f"throughput-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({
-        "date": stamp,
-        "tensorflow": tf.__version__,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "repeats": args.repeats,
-        "results": results,
-    }, indent=2))
+    output.write_text(
+        json.dumps(
+            {
+                "date": stamp,
+                "tensorflow": tf.__version__,
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+                "repeats": args.repeats,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {output}")
     return 0
 

@@ -22,7 +22,9 @@ import pytest  # noqa: E402
 
 def write_idx(path, array: np.ndarray) -> None:
     """Writes `array` (uint8) as a gzipped IDX file, the format of MNIST's files."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -49,3 +51,10 @@ def tiny_data_dir(tmp_path_factory):
             write_idx(root / folder / f"{split}-images-idx3-ubyte.gz", x)
             write_idx(root / folder / f"{split}-labels-idx1-ubyte.gz", y)
     return root
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole session: strategies
+    created later in one process reuse collective instance keys and clash."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -18,7 +18,10 @@ QUANTILES = (0.5, 0.9, 0.99)
 
 def binary_dense(units, name):
     return lq.layers.QuantDense(
-        units, kernel_quantizer=lq.quantizers.SteSign(clip_value=None), use_bias=False, name=name
+        units,
+        kernel_quantizer=lq.quantizers.SteSign(clip_value=None),
+        use_bias=False,
+        name=name,
     )
 
 
@@ -46,8 +49,13 @@ def expected_keys(layers, quantiles=QUANTILES):
 
 def test_flips_and_quantiles_by_hand():
     model = tiny_model()
-    kernel_a, kernel_b = model.get_layer("bin_a").kernel, model.get_layer("bin_b").kernel
-    a0 = np.array([[0.0, -0.2, 0.7], [0.3, -1.0, 2.5], [-0.1, 0.4, 0.05], [1.2, -3.0, 0.6]])
+    kernel_a, kernel_b = (
+        model.get_layer("bin_a").kernel,
+        model.get_layer("bin_b").kernel,
+    )
+    a0 = np.array(
+        [[0.0, -0.2, 0.7], [0.3, -1.0, 2.5], [-0.1, 0.4, 0.05], [1.2, -3.0, 0.6]]
+    )
     b0 = np.array([[0.5, -0.5], [1.0, -1.0], [0.2, 0.0]])
     kernel_a.assign(a0)
     kernel_b.assign(b0)
@@ -75,12 +83,16 @@ def test_flips_and_quantiles_by_hand():
     for layer, w in (("bin_a", a1), ("bin_b", b1)):
         w = np.abs(w.astype("float32"))
         for q in QUANTILES:
-            assert logs[f"{layer}/abs_wh_q{q:g}"] == pytest.approx(np.quantile(w, q), rel=1e-6)
+            assert logs[f"{layer}/abs_wh_q{q:g}"] == pytest.approx(
+                np.quantile(w, q), rel=1e-6
+            )
         assert logs[f"{layer}/abs_wh_max"] == pytest.approx(w.max())
     assert logs["bin_a/abs_wh_max"] == 4.0
     assert logs["bin_a/abs_wh_q0.5"] == pytest.approx(0.45)  # (0.4 + 0.5) / 2
     assert all(type(v) is float for v in logs.values())
-    assert callback.history == [{"epoch": 0, **{k: v for k, v in logs.items() if k != "loss"}}]
+    assert callback.history == [
+        {"epoch": 0, **{k: v for k, v in logs.items() if k != "loss"}}
+    ]
 
     # No snapshot for epoch 1: flips unknown (NaN), magnitudes still logged.
     logs = {}
@@ -119,17 +131,26 @@ def test_fit_writes_csv_columns_and_tensorboard(tmp_path):
     model = tiny_model()
     model.compile(tf.keras.optimizers.legacy.Adam(0.05), LOSS)
     x, y = toy_data()
-    callback = MetaplasticityDiagnostics(quantiles=(0.5, 0.75), log_dir=str(tmp_path / "tb"))
+    callback = MetaplasticityDiagnostics(
+        quantiles=(0.5, 0.75), log_dir=str(tmp_path / "tb")
+    )
     csv_path = tmp_path / "metrics.csv"
     history = model.fit(
-        x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        shuffle=False,
         callbacks=[callback, tf.keras.callbacks.CSVLogger(str(csv_path))],
     )
     keys = expected_keys(["bin_a", "bin_b"], quantiles=(0.5, 0.75))
     rows = read_csv(csv_path)
     assert len(rows) == 2
     # CSVLogger adds (empty) `val_` columns for every key when there is no validation.
-    assert set(rows[0]) == {"epoch"} | {p + k for k in keys | {"loss"} for p in ("", "val_")}
+    assert set(rows[0]) == {"epoch"} | {
+        p + k for k in keys | {"loss"} for p in ("", "val_")
+    }
     assert [entry["epoch"] for entry in callback.history] == [0, 1]
     for row, entry in zip(rows, callback.history):
         for key in keys:
@@ -139,7 +160,9 @@ def test_fit_writes_csv_columns_and_tensorboard(tmp_path):
     assert 0.0 < callback.history[0]["flipped"] < 1.0
     for layer in ("bin_a", "bin_b"):
         final = np.abs(model.get_layer(layer).kernel.numpy())
-        assert float(rows[-1][f"{layer}/abs_wh_max"]) == pytest.approx(final.max(), rel=1e-6)
+        assert float(rows[-1][f"{layer}/abs_wh_max"]) == pytest.approx(
+            final.max(), rel=1e-6
+        )
 
     scalars, histograms = read_scalars(tmp_path / "tb")
     assert set(scalars) == keys
@@ -160,7 +183,9 @@ def test_model_built_by_first_batch():
     assert set(history.history) == {"loss"} | expected_keys(["bin"])
     first, second = callback.history
     assert math.isnan(first["flipped"]) and math.isnan(first["bin/flipped"])
-    assert 0.0 <= second["flipped"] <= 1.0 and second["flipped"] == second["bin/flipped"]
+    assert (
+        0.0 <= second["flipped"] <= 1.0 and second["flipped"] == second["bin/flipped"]
+    )
     assert first["bin/abs_wh_max"] > 0.0
 
 

@@ -93,8 +93,16 @@ def make_idx_folder(folder, *, n_train=5, n_test=3, label=None, seed=0, gz=True)
     return arrays
 
 
-def make_image_tree(root, *, classes=("b_cat", "a_dog"), per_class=(2, 1), size=(5, 4),
-                    mode="L", suffix=".png", seed=0):
+def make_image_tree(
+    root,
+    *,
+    classes=("b_cat", "a_dog"),
+    per_class=(2, 1),
+    size=(5, 4),
+    mode="L",
+    suffix=".png",
+    seed=0,
+):
     """Writes root/{train,test}/<class>/NNN<suffix>; returns {path: uint8 pixels}."""
     rng = np.random.default_rng(seed)
     shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
@@ -143,12 +151,16 @@ def test_read_idx_round_trip(tmp_path, dtype, gz):
 
 
 def test_read_idx_rejects_truncated_and_malformed_files(tmp_path):
-    payload = gzip.decompress(write_idx(tmp_path / "x", np.zeros((3, 2, 2), np.uint8)).read_bytes())
+    payload = gzip.decompress(
+        write_idx(tmp_path / "x", np.zeros((3, 2, 2), np.uint8)).read_bytes()
+    )
     truncated = tmp_path / "truncated-idx3-ubyte"
     truncated.write_bytes(payload[:-1])
     with pytest.raises(DataError) as info:
         read_idx(truncated)
-    assert_one_line(info, str(truncated), "truncated", "(3, 2, 2)", "needs 28 bytes", "has 27")
+    assert_one_line(
+        info, str(truncated), "truncated", "(3, 2, 2)", "needs 28 bytes", "has 27"
+    )
 
     bad_gzip = tmp_path / "bad-idx3-ubyte.gz"
     bad_gzip.write_bytes(gzip.compress(payload)[:-10])
@@ -172,7 +184,12 @@ def test_load_idx_dataset_exact_values(tmp_path):
     dataset = load_dataset("mnist", data_dir=tmp_path)
     assert dataset.name == "mnist"
     assert dataset.source == str(tmp_path / "mnist")
-    assert dataset.x_train.shape == (5, 4, 3, 1) and dataset.x_test.shape == (3, 4, 3, 1)
+    assert dataset.x_train.shape == (5, 4, 3, 1) and dataset.x_test.shape == (
+        3,
+        4,
+        3,
+        1,
+    )
     assert dataset.x_train.dtype == np.float32 and dataset.y_train.dtype == np.int64
     np.testing.assert_array_equal(dataset.x_train[..., 0], scaled(arrays["x_train"]))
     np.testing.assert_array_equal(dataset.x_test[..., 0], scaled(arrays["x_test"]))
@@ -187,13 +204,17 @@ def test_fashion_mnist_alias_and_data_dir_at_dataset_folder(tmp_path):
     arrays = make_idx_folder(tmp_path / "fashion_mnist", gz=False)
     for name in ("fashion-mnist", "fashion_mnist"):
         dataset = load_dataset(name, data_dir=tmp_path)
-        assert dataset.name == "fashion_mnist" and dataset.class_names[0] == "T-shirt/top"
+        assert (
+            dataset.name == "fashion_mnist" and dataset.class_names[0] == "T-shirt/top"
+        )
         np.testing.assert_array_equal(dataset.y_test, arrays["y_test"])
     direct = load_dataset("fashion_mnist", data_dir=tmp_path / "fashion_mnist")
     assert direct.source == str(tmp_path / "fashion_mnist")
 
     make_idx_folder(tmp_path / "mnist")
-    with pytest.raises(DataError) as info:  # another dataset's folder is not taken for it
+    with pytest.raises(
+        DataError
+    ) as info:  # another dataset's folder is not taken for it
         load_dataset("fashion_mnist", data_dir=tmp_path / "mnist")
     assert_one_line(info, "no IDX files found in", "mnist")
 
@@ -207,7 +228,9 @@ def test_missing_empty_and_incomplete_data_dirs(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset("fashion_mnist", data_dir=tmp_path / "empty")
     assert_one_line(
-        info, "fashion_mnist: no IDX files found in", str(tmp_path / "empty" / "fashion-mnist"),
+        info,
+        "fashion_mnist: no IDX files found in",
+        str(tmp_path / "empty" / "fashion-mnist"),
         "train-images-idx3-ubyte[.gz]",
     )
 
@@ -223,7 +246,9 @@ def test_mismatched_image_and_label_counts(tmp_path):
     write_idx(tmp_path / "mnist" / IDX_NAMES["y_train"], np.zeros(4, np.uint8))
     with pytest.raises(DataError) as info:
         load_dataset("mnist", data_dir=tmp_path)
-    assert_one_line(info, "mnist: 5 train images but 4 train labels", str(tmp_path / "mnist"))
+    assert_one_line(
+        info, "mnist: 5 train images but 4 train labels", str(tmp_path / "mnist")
+    )
 
 
 def test_truncated_idx_in_dataset_names_the_file(tmp_path):
@@ -238,7 +263,9 @@ def test_truncated_idx_in_dataset_names_the_file(tmp_path):
 def test_unknown_name_lists_known_names():
     with pytest.raises(DataError) as info:
         load_dataset("imagenet")
-    assert_one_line(info, "unknown dataset 'imagenet'", "mnist, fashion_mnist", "cifar10")
+    assert_one_line(
+        info, "unknown dataset 'imagenet'", "mnist, fashion_mnist", "cifar10"
+    )
 
 
 # Sources and their order -------------------------------------------------------------
@@ -272,8 +299,12 @@ def test_tfds_is_tried_last_and_fails_cleanly(tmp_path, monkeypatch):
         load_dataset("fashion-mnist")
     assert calls == ["fashion_mnist"]
     assert_one_line(
-        info, f"no IDX files found in {tmp_path / 'empty' / 'fashion-mnist'}", f"${DATA_DIR_ENV}",
-        "tensorflow-datasets could not load fashion_mnist", "ConnectionError", "(offline)",
+        info,
+        f"no IDX files found in {tmp_path / 'empty' / 'fashion-mnist'}",
+        f"${DATA_DIR_ENV}",
+        "tensorflow-datasets could not load fashion_mnist",
+        "ConnectionError",
+        "(offline)",
     )
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
@@ -290,7 +321,9 @@ def test_tfds_is_tried_last_and_fails_cleanly(tmp_path, monkeypatch):
     with pytest.raises(DataError) as info:
         load_dataset("cifar10")
     assert calls == ["fashion_mnist", "cifar10"]
-    assert_one_line(info, f"${DATA_DIR_ENV} is not set", "tensorflow-datasets could not load")
+    assert_one_line(
+        info, f"${DATA_DIR_ENV} is not set", "tensorflow-datasets could not load"
+    )
 
 
 # Image folders and archives ----------------------------------------------------------
@@ -300,13 +333,23 @@ def test_grayscale_png_tree_exact(tmp_path):
     written = make_image_tree(tmp_path / "shapes", per_class=(2, 1), mode="L")
     dataset = load_dataset(tmp_path / "shapes")  # a path-like works as well as a string
     assert dataset.name == "shapes" and dataset.class_names == ("a_dog", "b_cat")
-    assert dataset.x_train.shape == (4, 4, 5, 1) and dataset.x_test.shape == (2, 4, 5, 1)
+    assert dataset.x_train.shape == (4, 4, 5, 1) and dataset.x_test.shape == (
+        2,
+        4,
+        5,
+        1,
+    )
     np.testing.assert_array_equal(dataset.y_train, [0, 0, 1, 1])
     np.testing.assert_array_equal(dataset.y_test, [0, 1])
     root = tmp_path / "shapes"
-    expected_train = [written[root / "train" / c / f"{i:03d}.png"] for c in ("a_dog", "b_cat")
-                      for i in range(2)]
-    np.testing.assert_array_equal(dataset.x_train[..., 0], scaled(np.stack(expected_train)))
+    expected_train = [
+        written[root / "train" / c / f"{i:03d}.png"]
+        for c in ("a_dog", "b_cat")
+        for i in range(2)
+    ]
+    np.testing.assert_array_equal(
+        dataset.x_train[..., 0], scaled(np.stack(expected_train))
+    )
     np.testing.assert_array_equal(
         dataset.x_test[1, ..., 0], scaled(written[root / "test" / "b_cat" / "000.png"])
     )
@@ -318,16 +361,22 @@ def test_rgb_jpeg_tree_and_mixed_modes(tmp_path):
     assert dataset.input_shape == (6, 6, 3)
     # JPEG is lossy: compare with PIL's decoding of the same file.
     path = tmp_path / "rgb" / "train" / "a_dog" / "001.jpg"
-    np.testing.assert_array_equal(dataset.x_train[1], scaled(np.asarray(Image.open(path))))
+    np.testing.assert_array_equal(
+        dataset.x_train[1], scaled(np.asarray(Image.open(path)))
+    )
 
     make_image_tree(tmp_path / "mixed", mode="L", size=(3, 3))
     gray = tmp_path / "mixed" / "test" / "a_dog" / "000.png"
     Image.fromarray(np.full((3, 3, 3), (10, 20, 30), np.uint8)).save(gray)
     mixed = load_dataset(str(tmp_path / "mixed"))
     assert mixed.input_shape == (3, 3, 3)
-    np.testing.assert_array_equal(mixed.x_test[0], scaled(np.full((3, 3, 3), (10, 20, 30))))
+    np.testing.assert_array_equal(
+        mixed.x_test[0], scaled(np.full((3, 3, 3), (10, 20, 30)))
+    )
     first = np.asarray(Image.open(tmp_path / "mixed" / "train" / "a_dog" / "000.png"))
-    np.testing.assert_array_equal(mixed.x_train[0], scaled(np.repeat(first[..., None], 3, -1)))
+    np.testing.assert_array_equal(
+        mixed.x_train[0], scaled(np.repeat(first[..., None], 3, -1))
+    )
 
 
 def test_image_tree_errors(tmp_path):
@@ -343,10 +392,14 @@ def test_image_tree_errors(tmp_path):
     assert_one_line(info, "no class folders")
 
     make_image_tree(tmp_path / "differ")
-    (tmp_path / "differ" / "test" / "b_cat").rename(tmp_path / "differ" / "test" / "c_cow")
+    (tmp_path / "differ" / "test" / "b_cat").rename(
+        tmp_path / "differ" / "test" / "c_cow"
+    )
     with pytest.raises(DataError) as info:
         load_dataset(str(tmp_path / "differ"))
-    assert_one_line(info, "different class folders", "only in train: ['b_cat']", "['c_cow']")
+    assert_one_line(
+        info, "different class folders", "only in train: ['b_cat']", "['c_cow']"
+    )
 
     make_image_tree(tmp_path / "noimages")
     for path in (tmp_path / "noimages" / "test" / "a_dog").iterdir():
@@ -381,7 +434,12 @@ def test_archive_extracted_once_and_decoded_once(tmp_path, counters):
     first = load_dataset(str(archive))
     assert counters == {"extract": 1, "decode": 1}
     assert first.name == "toy" and first.source == str(archive)
-    assert first.class_names == ("a_dog", "b_cat") and first.x_train.shape == (4, 4, 4, 3)
+    assert first.class_names == ("a_dog", "b_cat") and first.x_train.shape == (
+        4,
+        4,
+        4,
+        3,
+    )
     reference = load_dataset(str(tmp_path / "tree"))
     np.testing.assert_array_equal(first.x_train, reference.x_train)
     counters["decode"] = 0
@@ -392,7 +450,9 @@ def test_archive_extracted_once_and_decoded_once(tmp_path, counters):
     np.testing.assert_array_equal(second.y_test, first.y_test)
     assert second.class_names == first.class_names
 
-    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("toy.tar.gz-")]
+    (entry,) = [
+        p for p in (tmp_path / "cache").iterdir() if p.name.startswith("toy.tar.gz-")
+    ]
     for path in (entry / "decoded").iterdir():
         path.unlink()
     load_dataset(str(archive))  # extracted tree reused, decoded again
@@ -422,11 +482,18 @@ def test_archive_path_traversal_is_refused(tmp_path):
 
 
 def test_cifar10_from_data_dir_archive_or_folder(tmp_path, counters):
-    make_image_tree(tmp_path / "src", classes=("airplane", "truck"), mode="RGB", size=(3, 3))
-    make_archive(tmp_path / "data" / "cifar10-jpeg.tar.gz", tmp_path / "src", arcname="cifar10")
+    make_image_tree(
+        tmp_path / "src", classes=("airplane", "truck"), mode="RGB", size=(3, 3)
+    )
+    make_archive(
+        tmp_path / "data" / "cifar10-jpeg.tar.gz", tmp_path / "src", arcname="cifar10"
+    )
     (tmp_path / "data" / "mnist").mkdir()
     from_archive = load_dataset("cifar10", data_dir=tmp_path / "data")
-    assert from_archive.name == "cifar10" and from_archive.class_names == ("airplane", "truck")
+    assert from_archive.name == "cifar10" and from_archive.class_names == (
+        "airplane",
+        "truck",
+    )
     assert from_archive.source == str(tmp_path / "data" / "cifar10-jpeg.tar.gz")
 
     (tmp_path / "src").rename(tmp_path / "data" / "cifar10")
@@ -435,7 +502,10 @@ def test_cifar10_from_data_dir_archive_or_folder(tmp_path, counters):
     np.testing.assert_array_equal(from_folder.x_train, from_archive.x_train)
     direct = load_dataset("cifar10", data_dir=tmp_path / "data" / "cifar10")
     assert direct.source == str(tmp_path / "data" / "cifar10")
-    assert counters == {"extract": 1, "decode": 2}  # the folder's decoding is cached too
+    assert counters == {
+        "extract": 1,
+        "decode": 2,
+    }  # the folder's decoding is cached too
 
     (tmp_path / "data" / "cifar10").rename(tmp_path / "data" / "other")
     (tmp_path / "data" / "cifar10-jpeg.tar.gz").unlink()
@@ -462,11 +532,15 @@ def test_folder_cache_invalidated_when_files_change(tmp_path, counters):
 
 def test_image_dataset_validation_subset_and_repr():
     x, y = np.zeros((4, 2, 2, 1), np.float32), np.array([0, 1, 2, 1])
-    dataset = ImageDataset("toy", x, y, x[:2], y[:2], class_names=("a", "b", "c"), source="here")
+    dataset = ImageDataset(
+        "toy", x, y, x[:2], y[:2], class_names=("a", "b", "c"), source="here"
+    )
     assert dataset.y_train.dtype == np.int64 and dataset.num_classes == 3
     small = dataset.subset(train_indices=dataset.y_train == 1, test_indices=[1])
     np.testing.assert_array_equal(small.y_train, [1, 1])
-    assert small.x_test.shape == (1, 2, 2, 1) and small.class_names == dataset.class_names
+    assert (
+        small.x_test.shape == (1, 2, 2, 1) and small.class_names == dataset.class_names
+    )
     assert repr(small) == (
         "ImageDataset(name='toy', train=2, test=1, input_shape=(2, 2, 1), num_classes=3, "
         "source='here')"
@@ -520,7 +594,9 @@ def test_seeded_shuffle_reproducible_and_new_each_epoch():
         np.testing.assert_array_equal(epoch, repeat)
     for epoch in first:
         np.testing.assert_array_equal(np.sort(epoch), y)
-    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(
+        first[1], first[2]
+    )
     assert not np.array_equal(first[0], other[0])
     batch = next(iter(make_pipeline(x, y, batch_size=20, shuffle=True, seed=7)))
     np.testing.assert_array_equal(batch[0].numpy(), x[batch[1].numpy()])  # pairs kept
@@ -534,7 +610,7 @@ def crop_candidates(image, padding=4):
         padded = np.pad(flipped, ((padding, padding), (padding, padding), (0, 0)))
         for dy in range(2 * padding + 1):
             for dx in range(2 * padding + 1):
-                candidates.append(padded[dy:dy + h, dx:dx + w])
+                candidates.append(padded[dy : dy + h, dx : dx + w])
     return np.stack(candidates)
 
 
@@ -551,7 +627,9 @@ def test_flip_crop_is_a_flip_and_padded_crop():
     for image, label in zip(images, labels):
         distances = np.abs(crop_candidates(x[label]) - image).max(axis=(1, 2, 3))
         assert distances.min() == 0.0
-    changed = [not np.array_equal(image, x[label]) for image, label in zip(images, labels)]
+    changed = [
+        not np.array_equal(image, x[label]) for image, label in zip(images, labels)
+    ]
     assert sum(changed) >= 8
     np.testing.assert_array_equal(run[0][0][0], repeat[0][0][0])  # same seed, same run
     np.testing.assert_array_equal(run[1][0][0], repeat[1][0][0])
@@ -568,7 +646,9 @@ def test_flip_rotate_keeps_centre_and_range():
     np.testing.assert_allclose(images[:, 4, 4, 0], x[labels, 4, 4, 0], atol=1e-5)
     rows, cols = np.mgrid[:9, :9]
     # The ring 2 <= r <= 3 rotates onto itself, away from the centre pixel's neighbours.
-    ring = (4 <= (rows - 4) ** 2 + (cols - 4) ** 2) & ((rows - 4) ** 2 + (cols - 4) ** 2 <= 9)
+    ring = (4 <= (rows - 4) ** 2 + (cols - 4) ** 2) & (
+        (rows - 4) ** 2 + (cols - 4) ** 2 <= 9
+    )
     np.testing.assert_allclose(images[:, ring, 0], 1.0, atol=1e-5)
     assert (images[:, 0, 0, 0] < 1.0).mean() > 0.9  # corners rotate out of the image
 
@@ -576,13 +656,17 @@ def test_flip_rotate_keeps_centre_and_range():
 def test_flip_rotate_angles_within_15_degrees():
     x = np.zeros((64, 33, 33, 1), np.float32)
     x[:, 16, 6:27, 0] = 1.0  # a horizontal bar through the centre: flips leave it alone
-    pipeline = make_pipeline(x, np.zeros(64, int), batch_size=64, augment="flip_rotate", seed=1)
+    pipeline = make_pipeline(
+        x, np.zeros(64, int), batch_size=64, augment="flip_rotate", seed=1
+    )
     ((images, _),) = epochs(pipeline, 1)[0]
     rows, cols = np.mgrid[:33, :33] - 16.0
     weights = images[..., 0]
     mu20, mu02 = (weights * cols**2).sum((1, 2)), (weights * rows**2).sum((1, 2))
     mu11 = (weights * rows * cols).sum((1, 2))
-    angles = np.degrees(0.5 * np.arctan2(2 * mu11, mu20 - mu02))  # the bar's orientation
+    angles = np.degrees(
+        0.5 * np.arctan2(2 * mu11, mu20 - mu02)
+    )  # the bar's orientation
     assert np.abs(angles).max() <= 15.5
     assert np.abs(angles).max() > 12 and (angles > 0).any() and (angles < 0).any()
 
@@ -617,7 +701,9 @@ def test_permutation_transform_exact():
     transform = permutation_transform(perm)
     np.testing.assert_array_equal(transform(x).numpy(), expected)
     batches = epochs(make_pipeline(x, y, batch_size=2, transform=transform), 1)[0]
-    np.testing.assert_array_equal(np.concatenate([images for images, _ in batches]), expected)
+    np.testing.assert_array_equal(
+        np.concatenate([images for images, _ in batches]), expected
+    )
     pipeline = make_pipeline(x, y, batch_size=2, transform=transform)
     assert pipeline.element_spec[0].shape[1:] == (4, 4, 2)
 
@@ -636,7 +722,9 @@ def test_permutation_validation():
 # Real data, when $METAPLASTIC_DATA_DIR points at it ----------------------------------
 
 
-@pytest.mark.parametrize("name, folder", [("mnist", "mnist"), ("fashion_mnist", "fashion-mnist")])
+@pytest.mark.parametrize(
+    "name, folder", [("mnist", "mnist"), ("fashion_mnist", "fashion-mnist")]
+)
 def test_real_mnist_like(name, folder):
     if not REAL_DATA_DIR or not (Path(REAL_DATA_DIR) / folder).is_dir():
         pytest.skip(f"{DATA_DIR_ENV} is unset or has no {folder}/")

@@ -105,7 +105,13 @@ def test_summarize_defaults_and_single_task():
     ],
 )
 def test_invalid_matrices(matrix, message):
-    functions = (average_accuracy, average_accuracy_curve, backward_transfer, forgetting, summarize)
+    functions = (
+        average_accuracy,
+        average_accuracy_curve,
+        backward_transfer,
+        forgetting,
+        summarize,
+    )
     for function in functions:
         with pytest.raises(ValueError) as error:
             function(matrix)

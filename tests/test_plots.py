@@ -49,7 +49,11 @@ def test_task_accuracies(tmp_path, saved_figures):
     acc = np.linspace(0.1, 0.9, 6 * 3).reshape(6, 3)
     path = tmp_path / "new" / "dir" / "tasks.png"
     result = plots.plot_task_accuracies(
-        acc, task_boundaries=[2, 4], path=path, task_names=["a", "b", "c"], title="PMNIST"
+        acc,
+        task_boundaries=[2, 4],
+        path=path,
+        task_names=["a", "b", "c"],
+        title="PMNIST",
     )
     assert result == str(path)
     assert png_size(path) == (800, 450)
@@ -64,7 +68,9 @@ def test_task_accuracies(tmp_path, saved_figures):
 def test_task_accuracies_many_tasks_has_no_legend(tmp_path, saved_figures):
     # 60 stream subsets on one test set: T = 1; and 20 tasks: no legend.
     plots.plot_task_accuracies(
-        np.full((60, 1), 0.5), task_boundaries=list(range(1, 60)), path=tmp_path / "s.png"
+        np.full((60, 1), 0.5),
+        task_boundaries=list(range(1, 60)),
+        path=tmp_path / "s.png",
     )
     acc = np.random.default_rng(0).uniform(size=(40, 20))
     acc[:5, 10:] = np.nan  # not evaluated yet: a gap, not an error
@@ -90,7 +96,9 @@ def test_hidden_weight_histograms(tmp_path, saved_figures):
     assert figure["suptitle"] == "Epoch 3"
     # Four layers: a 2 x 3 grid.
     four = {f"l{i}": np.ones(3) for i in range(4)}
-    assert png_size(plots.plot_hidden_weight_histograms(four, path=tmp_path / "4.png")) == (
+    assert png_size(
+        plots.plot_hidden_weight_histograms(four, path=tmp_path / "4.png")
+    ) == (
         1200,
         640,
     )
@@ -109,27 +117,66 @@ def test_accuracy_comparison(tmp_path, saved_figures):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda p: plots.plot_task_accuracies(np.ones(5), task_boundaries=[], path=p), "shape"),
-        (lambda p: plots.plot_task_accuracies(np.ones((0, 2)), task_boundaries=[], path=p),
-         "shape"),
-        (lambda p: plots.plot_task_accuracies(np.ones((3, 2, 1)), task_boundaries=[], path=p),
-         "shape"),
-        (lambda p: plots.plot_task_accuracies(np.full((3, 2), 95.0), task_boundaries=[], path=p),
-         "[0, 1]"),
-        (lambda p: plots.plot_task_accuracies(np.ones((3, 2)), task_boundaries=[4], path=p),
-         "[0, 3]"),
-        (lambda p: plots.plot_task_accuracies(
-            np.ones((3, 2)), task_boundaries=[], path=p, task_names=["a"]), "2 task names"),
+        (
+            lambda p: plots.plot_task_accuracies(
+                np.ones(5), task_boundaries=[], path=p
+            ),
+            "shape",
+        ),
+        (
+            lambda p: plots.plot_task_accuracies(
+                np.ones((0, 2)), task_boundaries=[], path=p
+            ),
+            "shape",
+        ),
+        (
+            lambda p: plots.plot_task_accuracies(
+                np.ones((3, 2, 1)), task_boundaries=[], path=p
+            ),
+            "shape",
+        ),
+        (
+            lambda p: plots.plot_task_accuracies(
+                np.full((3, 2), 95.0), task_boundaries=[], path=p
+            ),
+            "[0, 1]",
+        ),
+        (
+            lambda p: plots.plot_task_accuracies(
+                np.ones((3, 2)), task_boundaries=[4], path=p
+            ),
+            "[0, 3]",
+        ),
+        (
+            lambda p: plots.plot_task_accuracies(
+                np.ones((3, 2)), task_boundaries=[], path=p, task_names=["a"]
+            ),
+            "2 task names",
+        ),
         (lambda p: plots.plot_hidden_weight_histograms({}, path=p), "empty"),
-        (lambda p: plots.plot_hidden_weight_histograms({"d": np.array([])}, path=p),
-         "no weights"),
-        (lambda p: plots.plot_hidden_weight_histograms({"d": np.array([np.inf])}, path=p),
-         "non-finite"),
-        (lambda p: plots.plot_hidden_weight_histograms({"d": np.ones(2)}, path=p, bins=0),
-         "bins"),
+        (
+            lambda p: plots.plot_hidden_weight_histograms({"d": np.array([])}, path=p),
+            "no weights",
+        ),
+        (
+            lambda p: plots.plot_hidden_weight_histograms(
+                {"d": np.array([np.inf])}, path=p
+            ),
+            "non-finite",
+        ),
+        (
+            lambda p: plots.plot_hidden_weight_histograms(
+                {"d": np.ones(2)}, path=p, bins=0
+            ),
+            "bins",
+        ),
         (lambda p: plots.plot_accuracy_comparison({}, path=p), "empty"),
-        (lambda p: plots.plot_accuracy_comparison({"a": [0.5], "b": [0.5, 0.6]}, path=p),
-         "same number"),
+        (
+            lambda p: plots.plot_accuracy_comparison(
+                {"a": [0.5], "b": [0.5, 0.6]}, path=p
+            ),
+            "same number",
+        ),
         (lambda p: plots.plot_accuracy_comparison({"a": []}, path=p), "non-empty"),
         (lambda p: plots.plot_accuracy_comparison({"a": [[0.5]]}, path=p), "flat"),
         (lambda p: plots.plot_accuracy_comparison({"a": [50.0]}, path=p), "[0, 1]"),

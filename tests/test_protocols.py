@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from training.data import ImageDataset
-from training.protocols import dataset_sequence, joint_task, permuted_tasks, stream_subsets
+from training.protocols import (
+    dataset_sequence,
+    joint_task,
+    permuted_tasks,
+    stream_subsets,
+)
 
 
 def dataset(n_train=120, n_test=40, size=4, classes=3, seed=0, name="toy"):
@@ -36,7 +41,9 @@ def test_permuted_tasks_apply_their_permutation_without_copying():
     np.testing.assert_array_equal(again[2].permutation, tasks[2].permutation)
 
     x, y = all_batches(tasks[2].test_data(batch_size=16))
-    expected = d.x_test.reshape(40, 16, 1)[:, tasks[2].permutation].reshape(d.x_test.shape)
+    expected = d.x_test.reshape(40, 16, 1)[:, tasks[2].permutation].reshape(
+        d.x_test.shape
+    )
     np.testing.assert_array_equal(x, expected)
     np.testing.assert_array_equal(y, d.y_test)
 

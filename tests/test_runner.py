@@ -21,8 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_config(tmp_path, data_dir, **overrides):
     values = dict(
-        protocol="permuted", datasets=("mnist",), num_tasks=3, epochs=2, hidden_units=(32, 32),
-        batch_size=40, learning_rate=0.01, meta=1.35, data_dir=str(data_dir),
+        protocol="permuted",
+        datasets=("mnist",),
+        num_tasks=3,
+        epochs=2,
+        hidden_units=(32, 32),
+        batch_size=40,
+        learning_rate=0.01,
+        meta=1.35,
+        data_dir=str(data_dir),
         run_dir=str(tmp_path / "run"),
     )
     return RunConfig(**{**values, **overrides})
@@ -86,22 +93,49 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, tiny_data_
 
 def test_kill_minus_nine_then_same_command_resumes(tmp_path, tiny_data_dir):
     command = [
-        sys.executable, "-m", "training", "permuted", "--tasks", "2", "--epochs", "3",
-        "--hidden-units", "32", "32", "--batch-size", "40", "--lr", "0.01", "--quiet",
-        "--data-dir", str(tiny_data_dir),
+        sys.executable,
+        "-m",
+        "training",
+        "permuted",
+        "--tasks",
+        "2",
+        "--epochs",
+        "3",
+        "--hidden-units",
+        "32",
+        "32",
+        "--batch-size",
+        "40",
+        "--lr",
+        "0.01",
+        "--quiet",
+        "--data-dir",
+        str(tiny_data_dir),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reference = tmp_path / "reference"
-    subprocess.run(command + ["--run-dir", str(reference)], check=True, env=env,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        command + ["--run-dir", str(reference)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
 
     killed = tmp_path / "killed"
     progress = killed / "checkpoint" / "progress.json"
-    process = subprocess.Popen(command + ["--run-dir", str(killed)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command + ["--run-dir", str(killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while time.time() < deadline:
-        if progress.exists() and json.loads(progress.read_text())["completed_epochs"] >= 2:
+        if (
+            progress.exists()
+            and json.loads(progress.read_text())["completed_epochs"] >= 2
+        ):
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
@@ -109,8 +143,13 @@ def test_kill_minus_nine_then_same_command_resumes(tmp_path, tiny_data_dir):
     completed = json.loads(progress.read_text())["completed_epochs"]
     assert completed < 6, "the run finished before it could be killed"
 
-    result = subprocess.run(command + ["--run-dir", str(killed)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        command + ["--run-dir", str(killed)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert f"Resuming {killed} after epoch" in result.stdout
     a, b = checkpoint_values(reference), checkpoint_values(killed)
@@ -119,33 +158,46 @@ def test_kill_minus_nine_then_same_command_resumes(tmp_path, tiny_data_dir):
     assert metric_rows(reference) == metric_rows(killed)
 
 
-def test_mirrored_strategy_matches_single_device(tmp_path, tiny_data_dir):
+def test_mirrored_strategy_matches_single_device(
+    tmp_path, tiny_data_dir, mirrored_strategy
+):
     config = tiny_config(tmp_path / "single", tiny_data_dir, num_tasks=2, epochs=1)
     single = run(config, verbose=0)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     mirrored = run(
         tiny_config(tmp_path / "mirrored", tiny_data_dir, num_tasks=2, epochs=1),
-        strategy=strategy, verbose=0,
+        strategy=mirrored_strategy,
+        verbose=0,
     )
     np.testing.assert_allclose(
         mirrored["accuracy_matrix"], single["accuracy_matrix"], atol=0.026
     )
     loss_single = [float(r["loss"]) for r in metric_rows(tmp_path / "single" / "run")]
-    loss_mirrored = [float(r["loss"]) for r in metric_rows(tmp_path / "mirrored" / "run")]
+    loss_mirrored = [
+        float(r["loss"]) for r in metric_rows(tmp_path / "mirrored" / "run")
+    ]
     np.testing.assert_allclose(loss_mirrored, loss_single, rtol=1e-3)
 
 
 def test_stream_and_joint_runs(tmp_path, tiny_data_dir):
     stream = run(
-        tiny_config(tmp_path / "s", tiny_data_dir, protocol="stream", datasets=("fashion_mnist",),
-                    num_tasks=3, epochs=1, evaluate="task"),
+        tiny_config(
+            tmp_path / "s",
+            tiny_data_dir,
+            protocol="stream",
+            datasets=("fashion_mnist",),
+            num_tasks=3,
+            epochs=1,
+            evaluate="task",
+        ),
         verbose=0,
     )
     assert list(stream["final_accuracy"]) == ["test"]
     assert np.array(stream["accuracy_matrix"]).shape == (3, 1)
 
-    joint = run(tiny_config(tmp_path / "j", tiny_data_dir, joint=True, num_tasks=2, epochs=2),
-                verbose=0)
+    joint = run(
+        tiny_config(tmp_path / "j", tiny_data_dir, joint=True, num_tasks=2, epochs=2),
+        verbose=0,
+    )
     assert np.array(joint["accuracy_matrix"]).shape == (1, 2)
     assert len(metric_rows(tmp_path / "j" / "run")) == 2
 
@@ -154,7 +206,10 @@ def test_run_directory_of_another_configuration_is_refused(tmp_path, tiny_data_d
     config = tiny_config(tmp_path, tiny_data_dir, num_tasks=1, epochs=1)
     run(config, verbose=0)
     with pytest.raises(RunDirectoryError, match=r"differs in \['meta'\]"):
-        run(tiny_config(tmp_path, tiny_data_dir, num_tasks=1, epochs=1, meta=0.0), verbose=0)
+        run(
+            tiny_config(tmp_path, tiny_data_dir, num_tasks=1, epochs=1, meta=0.0),
+            verbose=0,
+        )
 
 
 @pytest.mark.parametrize(
@@ -172,14 +227,30 @@ def test_invalid_configuration(tmp_path, tiny_data_dir, overrides, message):
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_data_dir, capsys):
-    code = main(["permuted", "--dataset", "nosuchset", "--run-dir", str(tmp_path / "r")])
+    code = main(
+        ["permuted", "--dataset", "nosuchset", "--run-dir", str(tmp_path / "r")]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: unknown dataset 'nosuchset'") and err.count("\n") == 1
 
-    code = main(["sequence", "--datasets", "mnist", "fashion_mnist", "--epochs", "1",
-                 "--hidden-units", "16", "--quiet", "--data-dir", str(tiny_data_dir),
-                 "--run-dir", str(tmp_path / "seq")])
+    code = main(
+        [
+            "sequence",
+            "--datasets",
+            "mnist",
+            "fashion_mnist",
+            "--epochs",
+            "1",
+            "--hidden-units",
+            "16",
+            "--quiet",
+            "--data-dir",
+            str(tiny_data_dir),
+            "--run-dir",
+            str(tmp_path / "seq"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "Final test accuracy: mnist" in out and "fashion_mnist" in out

@@ -74,7 +74,9 @@ def clear_session():
 
 
 def binary_layers(model):
-    return [l for l in model.layers if isinstance(l, lq.layers.QuantizerBase)]
+    return [
+        layer for layer in model.layers if isinstance(layer, lq.layers.QuantizerBase)
+    ]
 
 
 def random_batch(model, batch_size, seed=0):
@@ -109,7 +111,7 @@ def test_architecture(case):
     assert model.layers[-1].name == "bn_out"  # logits, no softmax
 
     layers = binary_layers(model)
-    assert [l.name for l in layers] == [name for name, *_ in spec]
+    assert [layer.name for layer in layers] == [name for name, *_ in spec]
     for i, layer in enumerate(layers):
         assert isinstance(layer.kernel_quantizer, lq.quantizers.SteSign)
         assert layer.kernel_quantizer.clip_value is None
@@ -153,7 +155,7 @@ def test_training_step_changes_every_kernel(case):
         optimizer=tf.keras.optimizers.legacy.Adam(0.01),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    kernels = [l.kernel for l in binary_layers(model)]
+    kernels = [layer.kernel for layer in binary_layers(model)]
     before = [k.numpy() for k in kernels]
     loss = model.train_on_batch(*random_batch(model, BATCH_SIZE))
     assert np.isfinite(loss)
@@ -169,7 +171,7 @@ def test_kernel_gradients_are_not_clipped(case):
     model = factory(**kwargs)
     x, y = random_batch(model, BATCH_SIZE)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    kernels = [l.kernel for l in binary_layers(model)]
+    kernels = [layer.kernel for layer in binary_layers(model)]
     signs = [np.where(k.numpy() >= 0, 1.0, -1.0).astype("float32") for k in kernels]
 
     def kernel_gradients(magnitude):

@@ -81,7 +81,10 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
     """
 
     def __init__(
-        self, *, quantiles: Sequence[float] = (0.5, 0.9, 0.99), log_dir: str | None = None
+        self,
+        *,
+        quantiles: Sequence[float] = (0.5, 0.9, 0.99),
+        log_dir: str | None = None,
     ):
         super().__init__()
         quantiles = tuple(float(q) for q in quantiles)
@@ -122,7 +125,10 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
         """Layer -> its binary hidden weights, flattened (latent, never quantized)."""
         return {
             layer: np.concatenate(
-                [np.asarray(getattr(v, "latent_variable", v).numpy()).ravel() for v in vs]
+                [
+                    np.asarray(getattr(v, "latent_variable", v).numpy()).ravel()
+                    for v in vs
+                ]
             )
             for layer, vs in self._binary_variables().items()
         }

@@ -14,14 +14,23 @@ import sys
 # The paper's hyperparameters, by (protocol, dataset).
 PAPER_DEFAULTS = {
     # Fig. 2: permuted MNIST, fresh Adam per task, BN statistics kept per task.
-    ("permuted", "mnist"): dict(meta=1.35, learning_rate=0.005, batch_size=100, epochs=20,
-                                num_tasks=10),
+    ("permuted", "mnist"): dict(
+        meta=1.35, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=10
+    ),
     # Fig. 3a: stream Fashion-MNIST, 60 subsets of 1,000 images, 20 epochs each.
-    ("stream", "fashion_mnist"): dict(meta=2.5, learning_rate=0.005, batch_size=100, epochs=20,
-                                      num_tasks=60),
+    ("stream", "fashion_mnist"): dict(
+        meta=2.5, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=60
+    ),
     # Fig. 3b: stream CIFAR-10, 20 subsets, VGG-Small, augmentation.
-    ("stream", "cifar10"): dict(meta=13.0, learning_rate=1e-4, batch_size=64, epochs=20,
-                                num_tasks=20, model="vgg_small_meta", augment="flip_crop"),
+    ("stream", "cifar10"): dict(
+        meta=13.0,
+        learning_rate=1e-4,
+        batch_size=64,
+        epochs=20,
+        num_tasks=20,
+        model="vgg_small_meta",
+        augment="flip_crop",
+    ),
 }
 FALLBACK = dict(meta=1.35, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=10)
 COMMAND_DATASETS = {
@@ -46,49 +55,97 @@ def _parser() -> argparse.ArgumentParser:
     }
     for command, help_text in helps.items():
         p = commands.add_parser(command, help=help_text, description=help_text)
-        p.add_argument("--datasets", "--dataset", nargs="+", metavar="NAME",
-                       default=COMMAND_DATASETS[command],
-                       help="mnist, fashion_mnist, cifar10 or an image-folder path "
-                            f"(default: {' '.join(COMMAND_DATASETS[command])})")
+        p.add_argument(
+            "--datasets",
+            "--dataset",
+            nargs="+",
+            metavar="NAME",
+            default=COMMAND_DATASETS[command],
+            help="mnist, fashion_mnist, cifar10 or an image-folder path "
+            f"(default: {' '.join(COMMAND_DATASETS[command])})",
+        )
         if command in ("permuted", "stream"):
-            p.add_argument("--tasks" if command == "permuted" else "--subsets",
-                           dest="num_tasks", type=int,
-                           help="number of tasks / subsets (paper: 10 / 60)")
+            p.add_argument(
+                "--tasks" if command == "permuted" else "--subsets",
+                dest="num_tasks",
+                type=int,
+                help="number of tasks / subsets (paper: 10 / 60)",
+            )
         p.add_argument("--epochs", type=int, help="epochs per task (paper: 20)")
-        p.add_argument("--meta", "-m", type=float, help="metaplasticity m; 0 = plain Adam")
+        p.add_argument(
+            "--meta", "-m", type=float, help="metaplasticity m; 0 = plain Adam"
+        )
         p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
         p.add_argument("--batch-size", type=int)
         p.add_argument("--model", choices=["mlp_meta", "vgg16_meta", "vgg_small_meta"])
-        p.add_argument("--hidden-units", type=int, nargs="+", metavar="H",
-                       help="MLP widths (default 1024 1024)")
-        p.add_argument("--joint", action="store_true",
-                       help="train on the union of all tasks (upper-bound reference)")
-        p.add_argument("--shared-optimizer", action="store_true",
-                       help="one optimizer for the whole run (default: fresh per task)")
-        p.add_argument("--bn", dest="batch_norm", choices=["task", "domain"], default="task",
-                       help="BatchNorm state per task (default) or shared")
+        p.add_argument(
+            "--hidden-units",
+            type=int,
+            nargs="+",
+            metavar="H",
+            help="MLP widths (default 1024 1024)",
+        )
+        p.add_argument(
+            "--joint",
+            action="store_true",
+            help="train on the union of all tasks (upper-bound reference)",
+        )
+        p.add_argument(
+            "--shared-optimizer",
+            action="store_true",
+            help="one optimizer for the whole run (default: fresh per task)",
+        )
+        p.add_argument(
+            "--bn",
+            dest="batch_norm",
+            choices=["task", "domain"],
+            default="task",
+            help="BatchNorm state per task (default) or shared",
+        )
         p.add_argument("--augment", choices=["flip_crop", "flip_rotate"])
-        p.add_argument("--evaluate", choices=["epoch", "task"], default="epoch",
-                       help="evaluate every task after every epoch (default) or task ends")
+        p.add_argument(
+            "--evaluate",
+            choices=["epoch", "task"],
+            default="epoch",
+            help="evaluate every task after every epoch (default) or task ends",
+        )
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--jit", dest="jit_compile", action="store_true",
-                       help="compile the training step with XLA")
-        p.add_argument("--strategy", choices=["none", "mirrored", "multiworker"],
-                       default="none",
-                       help="mirrored: all local GPUs; multiworker: machines in TF_CONFIG")
-        p.add_argument("--data-dir", help="dataset directory (else $METAPLASTIC_DATA_DIR, "
-                                          "then tensorflow-datasets)")
+        p.add_argument(
+            "--jit",
+            dest="jit_compile",
+            action="store_true",
+            help="compile the training step with XLA",
+        )
+        p.add_argument(
+            "--strategy",
+            choices=["none", "mirrored", "multiworker"],
+            default="none",
+            help="mirrored: all local GPUs; multiworker: machines in TF_CONFIG",
+        )
+        p.add_argument(
+            "--data-dir",
+            help="dataset directory (else $METAPLASTIC_DATA_DIR, "
+            "then tensorflow-datasets)",
+        )
         p.add_argument("--run-dir", help="run directory (default: runs/<protocol>-...)")
-        p.add_argument("--overwrite", action="store_true",
-                       help="start afresh instead of resuming an existing run directory")
-        p.add_argument("--quiet", action="store_true",
-                       help="one line per epoch instead of progress bars")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="start afresh instead of resuming an existing run directory",
+        )
+        p.add_argument(
+            "--quiet",
+            action="store_true",
+            help="one line per epoch instead of progress bars",
+        )
     return parser
 
 
 def canonical_name(dataset: str) -> str:
     """`fashion-mnist` -> `fashion_mnist`; a path -> its last component."""
-    return dataset.rstrip("/").rpartition("/")[2].split(".")[0].replace("-", "_").lower()
+    return (
+        dataset.rstrip("/").rpartition("/")[2].split(".")[0].replace("-", "_").lower()
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -102,8 +159,15 @@ def config_from_args(args: argparse.Namespace):
         defaults.update(epochs=5)
     chosen = {
         k: getattr(args, k)
-        for k in ("num_tasks", "epochs", "meta", "learning_rate", "batch_size", "model",
-                  "augment")
+        for k in (
+            "num_tasks",
+            "epochs",
+            "meta",
+            "learning_rate",
+            "batch_size",
+            "model",
+            "augment",
+        )
         if getattr(args, k, None) is not None
     }
     values = {**defaults, **chosen}
@@ -145,18 +209,30 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = config_from_args(args)
-        summary = run(config, strategy=_strategy(args.strategy), overwrite=args.overwrite,
-                      verbose=2 if args.quiet else 1)
+        summary = run(
+            config,
+            strategy=_strategy(args.strategy),
+            overwrite=args.overwrite,
+            verbose=2 if args.quiet else 1,
+        )
     except ValueError as error:  # bad input, missing data, foreign run directory
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; run the same command again to resume from the last "
-              f"completed epoch ({config.run_dir}).", file=sys.stderr)
+        print(
+            f"\ninterrupted; run the same command again to resume from the last "
+            f"completed epoch ({config.run_dir}).",
+            file=sys.stderr,
+        )
         return 130
     final = summary["final_accuracy"]
-    print("Final test accuracy: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in final.items()))
-    print(f"Mean: {100 * summary['mean_accuracy']:.2f}%  "
-          f"(wall time {summary['wall_time_s']:.0f} s)")
+    print(
+        "Final test accuracy: "
+        + ", ".join(f"{k} {100 * v:.2f}%" for k, v in final.items())
+    )
+    print(
+        f"Mean: {100 * summary['mean_accuracy']:.2f}%  "
+        f"(wall time {summary['wall_time_s']:.0f} s)"
+    )
     print(json.dumps({"run_dir": summary["run_dir"]}))
     return 0

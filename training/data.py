@@ -73,7 +73,16 @@ MAX_ROTATION_DEGREES = 15.0
 
 _HINT = f"set {DATA_DIR_ENV} or pass data_dir"
 _IMAGE_SUFFIXES = {
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".ppm",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
 }
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _GRAY_MODES = {"1", "L", "LA"}
@@ -114,7 +123,10 @@ class ImageDataset:
         set_ = object.__setattr__
         set_(self, "class_names", tuple(str(name) for name in self.class_names))
         for split in ("train", "test"):
-            x, y = np.asarray(getattr(self, f"x_{split}")), np.asarray(getattr(self, f"y_{split}"))
+            x, y = (
+                np.asarray(getattr(self, f"x_{split}")),
+                np.asarray(getattr(self, f"y_{split}")),
+            )
             where = f"{self.name}: x_{split}"
             if x.ndim != 4 or not np.issubdtype(x.dtype, np.floating):
                 raise DataError(
@@ -173,8 +185,10 @@ class ImageDataset:
         test = slice(None) if test_indices is None else np.asarray(test_indices)
         return dataclasses.replace(
             self,
-            x_train=self.x_train[train], y_train=self.y_train[train],
-            x_test=self.x_test[test], y_test=self.y_test[test],
+            x_train=self.x_train[train],
+            y_train=self.y_train[train],
+            x_test=self.x_test[test],
+            y_test=self.y_test[test],
         )
 
     def __repr__(self) -> str:
@@ -200,14 +214,29 @@ class _Spec:
 _SPECS = {
     "mnist": _Spec("mnist", ("mnist",), (), tuple(str(i) for i in range(10)), "mnist"),
     "fashion_mnist": _Spec(
-        "fashion_mnist", ("fashion-mnist", "fashion_mnist"), (),
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        "fashion_mnist",
+        ("fashion-mnist", "fashion_mnist"),
+        (),
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         "fashion_mnist",
     ),
     "cifar10": _Spec(
-        "cifar10", ("cifar10",), ("cifar10-jpeg.tar.gz", "cifar10.tar.gz", "cifar10.tgz"),
-        None, "cifar10",
+        "cifar10",
+        ("cifar10",),
+        ("cifar10-jpeg.tar.gz", "cifar10.tar.gz", "cifar10.tgz"),
+        None,
+        "cifar10",
     ),
 }
 _ALIASES = {"fashion-mnist": "fashion_mnist", "cifar-10": "cifar10"}
@@ -221,7 +250,14 @@ _IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 _IDX_LOOKED_FOR = ", ".join(f"{base}[.gz]" for base in _IDX_FILES.values())
-_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES = {
+    0x08: "u1",
+    0x09: "i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 
 
 def load_dataset(
@@ -272,7 +308,9 @@ def load_dataset(
             )
         dataset = _load_local(spec, directory, cache_dir=cache_dir)
         if dataset is None:
-            raise DataError(_not_found(spec, directory) + "; pass the data_dir that holds it")
+            raise DataError(
+                _not_found(spec, directory) + "; pass the data_dir that holds it"
+            )
         return dataset
 
     looked = []
@@ -298,7 +336,9 @@ def load_dataset(
 
 def _looks_like_path(name: str) -> bool:
     return (
-        os.sep in name or "/" in name or name.lower().endswith(_ARCHIVE_SUFFIXES)
+        os.sep in name
+        or "/" in name
+        or name.lower().endswith(_ARCHIVE_SUFFIXES)
         or Path(name).expanduser().exists()
     )
 
@@ -339,7 +379,9 @@ def _load_local(spec: _Spec, directory: Path, *, cache_dir) -> ImageDataset | No
             return _load_image_tree(folder, name=spec.name, cache_dir=cache_dir)
     for archive in spec.archives:
         if (directory / archive).is_file():
-            return _load_archive(directory / archive, name=spec.name, cache_dir=cache_dir)
+            return _load_archive(
+                directory / archive, name=spec.name, cache_dir=cache_dir
+            )
     if directory in folders and _has_splits(directory):
         return _load_image_tree(directory, name=spec.name, cache_dir=cache_dir)
     return None
@@ -351,8 +393,12 @@ def _load_tfds(spec: _Spec, *, looked: list[str]) -> ImageDataset:
         import tensorflow_datasets as tfds
 
         (train, test), info = tfds.load(
-            spec.tfds_name, split=["train", "test"], batch_size=-1, as_supervised=True,
-            with_info=True, download=True,
+            spec.tfds_name,
+            split=["train", "test"],
+            batch_size=-1,
+            as_supervised=True,
+            with_info=True,
+            download=True,
         )
         (x_train, y_train), (x_test, y_test) = tfds.as_numpy(train), tfds.as_numpy(test)
         class_names = tuple(info.features["label"].names)
@@ -365,8 +411,13 @@ def _load_tfds(spec: _Spec, *, looked: list[str]) -> ImageDataset:
             f"({reason}); {_HINT}"
         ) from None
     return ImageDataset(
-        spec.name, x_train=_scaled(x_train), y_train=y_train, x_test=_scaled(x_test),
-        y_test=y_test, class_names=class_names, source=source,
+        spec.name,
+        x_train=_scaled(x_train),
+        y_train=y_train,
+        x_test=_scaled(x_test),
+        y_test=y_test,
+        class_names=class_names,
+        source=source,
     )
 
 
@@ -407,7 +458,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         )
     ndim, offset = data[3], 4 + 4 * data[3]
     if ndim == 0 or len(data) < offset:
-        raise DataError(f"{path}: truncated or invalid IDX header ({ndim} dims, {len(data)} bytes)")
+        raise DataError(
+            f"{path}: truncated or invalid IDX header ({ndim} dims, {len(data)} bytes)"
+        )
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = offset + math.prod(dims) * dtype.itemsize
@@ -452,14 +505,18 @@ def _load_idx_folder(spec: _Spec, folder: Path) -> ImageDataset | None:
                 f"{path}: expected integer labels of shape (N,), got {array.dtype} {array.shape}"
             )
         arrays[key] = _scaled(array)[..., None] if key.startswith("x") else array
-    return ImageDataset(spec.name, **arrays, class_names=spec.class_names, source=str(folder))
+    return ImageDataset(
+        spec.name, **arrays, class_names=spec.class_names, source=str(folder)
+    )
 
 
 # Image-folder trees and their archives ------------------------------------------------
 
 
 def _cache_root(cache_dir) -> Path:
-    return Path(cache_dir or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR).expanduser()
+    return Path(
+        cache_dir or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
+    ).expanduser()
 
 
 def _has_splits(folder: Path) -> bool:
@@ -469,7 +526,9 @@ def _has_splits(folder: Path) -> bool:
 def _entries(folder: Path) -> list[os.DirEntry]:
     """The visible entries of a folder, sorted by name."""
     with os.scandir(folder) as entries:
-        visible = [e for e in entries if not e.name.startswith(".") and e.name != "__MACOSX"]
+        visible = [
+            e for e in entries if not e.name.startswith(".") and e.name != "__MACOSX"
+        ]
     return sorted(visible, key=lambda e: e.name)
 
 
@@ -504,8 +563,12 @@ def _load_archive(archive: Path, *, name: str, cache_dir) -> ImageDataset:
         return _image_dataset(name, *cached, source=str(archive))
     tree = _extract(archive, entry)
     return _load_image_tree(
-        _split_root(tree, archive), name=name, cache_dir=cache_dir, source=str(archive),
-        decoded=decoded, fingerprint=entry.name,
+        _split_root(tree, archive),
+        name=name,
+        cache_dir=cache_dir,
+        source=str(archive),
+        decoded=decoded,
+        fingerprint=entry.name,
     )
 
 
@@ -550,23 +613,33 @@ def _list_split(folder: Path) -> tuple[list[str], list[Path], list[int]]:
     """Class names, image files and labels of one split folder."""
     classes = [e.name for e in _entries(folder) if e.is_dir()]
     if not classes:
-        raise DataError(f"{folder}: no class folders; expected {folder.name}/<class>/<image>")
+        raise DataError(
+            f"{folder}: no class folders; expected {folder.name}/<class>/<image>"
+        )
     files, labels = [], []
     for label, name in enumerate(classes):
         images = [
-            Path(e.path) for e in _entries(folder / name)
+            Path(e.path)
+            for e in _entries(folder / name)
             if e.is_file() and os.path.splitext(e.name)[1].lower() in _IMAGE_SUFFIXES
         ]
         if not images:
-            raise DataError(f"{folder / name}: no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+            raise DataError(
+                f"{folder / name}: no images ({', '.join(sorted(_IMAGE_SUFFIXES))})"
+            )
         files += images
         labels += [label] * len(images)
     return classes, files, labels
 
 
 def _load_image_tree(
-    root: Path, *, name: str, cache_dir, source: str | None = None,
-    decoded: Path | None = None, fingerprint: str | None = None,
+    root: Path,
+    *,
+    name: str,
+    cache_dir,
+    source: str | None = None,
+    decoded: Path | None = None,
+    fingerprint: str | None = None,
 ) -> ImageDataset:
     """A dataset from `root/{train,test}/<class>/*`, decoded once and cached as `.npy`.
 
@@ -592,7 +665,9 @@ def _load_image_tree(
         key = digest.hexdigest()[:12]
         for file in files:
             stat = file.stat()
-            digest.update(f"{file.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{file.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
+            )
         decoded = _cache_root(cache_dir) / "folders" / f"{root.name}-{key}"
         fingerprint = digest.hexdigest()
     cached = _read_decoded(decoded, fingerprint=fingerprint)
@@ -601,8 +676,10 @@ def _load_image_tree(
 
     images = _decode_images(files, root=root)
     arrays = (
-        images[: len(train_files)], np.asarray(train_labels, np.int64),
-        images[len(train_files):], np.asarray(test_labels, np.int64),
+        images[: len(train_files)],
+        np.asarray(train_labels, np.int64),
+        images[len(train_files) :],
+        np.asarray(test_labels, np.int64),
         tuple(train_classes),
     )
     _write_decoded(decoded, arrays, fingerprint=fingerprint)
@@ -637,8 +714,13 @@ def _image_dataset(
     name, x_train, y_train, x_test, y_test, class_names, *, source
 ) -> ImageDataset:
     return ImageDataset(
-        name, x_train=_scaled(x_train), y_train=y_train, x_test=_scaled(x_test),
-        y_test=y_test, class_names=class_names, source=source,
+        name,
+        x_train=_scaled(x_train),
+        y_train=y_train,
+        x_test=_scaled(x_test),
+        y_test=y_test,
+        class_names=class_names,
+        source=source,
     )
 
 
@@ -649,7 +731,10 @@ def _read_decoded(folder: Path, *, fingerprint: str) -> tuple | None:
     """Cached decoded arrays and class names, or `None` if absent, stale or unreadable."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format") != _CACHE_FORMAT or meta.get("fingerprint") != fingerprint:
+        if (
+            meta.get("format") != _CACHE_FORMAT
+            or meta.get("fingerprint") != fingerprint
+        ):
             return None
         arrays = tuple(np.load(folder / f"{key}.npy") for key in _DECODED)
     except (OSError, ValueError, KeyError, EOFError):
@@ -666,12 +751,18 @@ def _write_decoded(folder: Path, arrays: tuple, *, fingerprint: str) -> None:
             partial = folder / f".{key}.{os.getpid()}.npy"
             np.save(partial, array)
             os.replace(partial, folder / f"{key}.npy")
-        meta = {"format": _CACHE_FORMAT, "fingerprint": fingerprint, "class_names": list(arrays[4])}
+        meta = {
+            "format": _CACHE_FORMAT,
+            "fingerprint": fingerprint,
+            "class_names": list(arrays[4]),
+        }
         partial = folder / f".meta.{os.getpid()}.json"
         partial.write_text(json.dumps(meta))
         os.replace(partial, folder / "meta.json")
     except OSError as error:
-        warnings.warn(f"could not cache decoded images in {folder}: {error}", stacklevel=3)
+        warnings.warn(
+            f"could not cache decoded images in {folder}: {error}", stacklevel=3
+        )
 
 
 # tf.data pipelines --------------------------------------------------------------------
@@ -720,7 +811,9 @@ def make_pipeline(
         names = " or ".join(map(repr, AUGMENTATIONS))
         raise ValueError(f"unknown augment {augment!r}; use None, {names}")
     if transform is not None and not callable(transform):
-        raise ValueError(f"transform must be a function of a batch of images, got {transform!r}")
+        raise ValueError(
+            f"transform must be a function of a batch of images, got {transform!r}"
+        )
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 4 or not np.issubdtype(x.dtype, np.floating):
         raise ValueError(
@@ -736,7 +829,9 @@ def make_pipeline(
         labels = tf.constant(y.astype(np.int64, copy=False))
     indices = tf.data.Dataset.range(len(x))
     if shuffle:
-        indices = indices.shuffle(max(len(x), 1), seed=seed, reshuffle_each_iteration=True)
+        indices = indices.shuffle(
+            max(len(x), 1), seed=seed, reshuffle_each_iteration=True
+        )
     indices = indices.batch(batch_size, drop_remainder=drop_remainder)
     # One random number per batch seeds the stateless augmentation ops; new ones each epoch.
     randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -750,7 +845,9 @@ def make_pipeline(
         return batch_images, tf.gather(labels, index)
 
     dataset = tf.data.Dataset.zip((indices, randoms)) if augment else indices
-    dataset = dataset.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(
+        batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
 
 
@@ -764,7 +861,11 @@ def _augment(images: tf.Tensor, kind: str, random: tf.Tensor) -> tf.Tensor:
     if kind == "flip_crop":
         # Output (x, y) reads input (x + dx, y + dy), zero outside: a crop of the padded image.
         shift = tf.random.stateless_uniform(
-            [n, 2], seed=seed, minval=-CROP_PADDING, maxval=CROP_PADDING + 1, dtype=tf.int32
+            [n, 2],
+            seed=seed,
+            minval=-CROP_PADDING,
+            maxval=CROP_PADDING + 1,
+            dtype=tf.int32,
         )
         shift = tf.cast(shift, tf.float32)
         transforms = [ones, zeros, shift[:, 0], zeros, ones, shift[:, 1], zeros, zeros]
@@ -781,8 +882,11 @@ def _augment(images: tf.Tensor, kind: str, random: tf.Tensor) -> tf.Tensor:
         transforms = [cos, -sin, x_offset, sin, cos, y_offset, zeros, zeros]
         interpolation = "BILINEAR"
     output = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=tf.stack(transforms, axis=1),
-        output_shape=tf.shape(images)[1:3], fill_value=0.0, interpolation=interpolation,
+        images=images,
+        transforms=tf.stack(transforms, axis=1),
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation=interpolation,
         fill_mode="CONSTANT",
     )
     output.set_shape(images.shape)
@@ -808,7 +912,11 @@ def random_permutation(num_pixels: int, *, seed: int | None) -> np.ndarray:
 
 
 def _is_positive_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+    return (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, bool)
+        and value > 0
+    )
 
 
 def permutation_transform(
@@ -830,10 +938,14 @@ def permutation_transform(
     """
     perm = np.asarray(perm)
     if (
-        perm.ndim != 1 or perm.size == 0 or perm.dtype.kind not in "iu"
+        perm.ndim != 1
+        or perm.size == 0
+        or perm.dtype.kind not in "iu"
         or not np.array_equal(np.sort(perm), np.arange(perm.size))
     ):
-        raise ValueError(f"perm must be a permutation of range(n), got {perm.dtype} {perm.shape}")
+        raise ValueError(
+            f"perm must be a permutation of range(n), got {perm.dtype} {perm.shape}"
+        )
     indices = tf.constant(perm, tf.int32)
     num_pixels = perm.size
 
@@ -841,7 +953,9 @@ def permutation_transform(
         images = tf.convert_to_tensor(images)
         height, width = images.shape[1], images.shape[2]
         if height is not None and width is not None and height * width != num_pixels:
-            raise ValueError(f"perm has {num_pixels} positions but images are {height}x{width}")
+            raise ValueError(
+                f"perm has {num_pixels} positions but images are {height}x{width}"
+            )
         shape = tf.shape(images)
         flat = tf.reshape(images, [shape[0], num_pixels, shape[3]])
         permuted = tf.reshape(tf.gather(flat, indices, axis=1), shape)

@@ -41,7 +41,9 @@ def _check_matrix(R) -> np.ndarray:
     try:
         R = np.asarray(R, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("accuracy matrix must be a rectangular array of numbers.") from None
+        raise ValueError(
+            "accuracy matrix must be a rectangular array of numbers."
+        ) from None
     if R.ndim != 2:
         raise ValueError(
             f"accuracy matrix must be 2-D (tasks trained, tasks evaluated), got shape {R.shape}."
@@ -142,7 +144,9 @@ def forgetting(R) -> np.ndarray:
     """
     R = _check_matrix(R)
     last = R.shape[0] - 1
-    return np.array([R[i:last, i].max() - R[last, i] for i in range(last)], dtype=np.float64)
+    return np.array(
+        [R[i:last, i].max() - R[last, i] for i in range(last)], dtype=np.float64
+    )
 
 
 def summarize(R, *, task_names: Sequence[str] | None = None) -> dict:

@@ -128,7 +128,8 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
 
     def __init__(
         self,
-        learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule = 0.005,
+        learning_rate: float
+        | tf.keras.optimizers.schedules.LearningRateSchedule = 0.005,
         meta: float | Mapping[str, float] = 1.35,
         default_meta: float = 0.0,
         beta_1: float = 0.9,

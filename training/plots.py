@@ -102,14 +102,18 @@ def plot_task_accuracies(
     """
     acc = np.asarray(epoch_accuracy, dtype=np.float64)
     if acc.ndim != 2 or 0 in acc.shape:
-        raise ValueError(f"epoch_accuracy must have shape (epochs, tasks), got {acc.shape}.")
+        raise ValueError(
+            f"epoch_accuracy must have shape (epochs, tasks), got {acc.shape}."
+        )
     num_epochs, num_tasks = acc.shape
     finite = acc[~np.isnan(acc)]
     if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
         raise ValueError("epoch_accuracy must hold fractions in [0, 1] (or NaN).")
     boundaries = [int(b) for b in task_boundaries]
     if any(not 0 <= b <= num_epochs for b in boundaries):
-        raise ValueError(f"task_boundaries must lie in [0, {num_epochs}], got {boundaries}.")
+        raise ValueError(
+            f"task_boundaries must lie in [0, {num_epochs}], got {boundaries}."
+        )
     names = _check_names(task_names, num_tasks, "task")
 
     figure = _new_figure(8.0, 4.5)
@@ -118,7 +122,12 @@ def plot_task_accuracies(
     marker = "o" if num_epochs <= 30 else None
     for column, (name, color) in enumerate(zip(names, _colors(num_tasks))):
         ax.plot(
-            epochs, 100.0 * acc[:, column], marker=marker, markersize=3, color=color, label=name
+            epochs,
+            100.0 * acc[:, column],
+            marker=marker,
+            markersize=3,
+            color=color,
+            label=name,
         )
     for boundary in boundaries:
         ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
@@ -180,7 +189,9 @@ def plot_hidden_weight_histograms(
         ax = figure.add_subplot(rows, columns, index + 1)
         ax.hist(weights, bins=int(bins), log=True, color="tab:blue")
         ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
-        ax.set_title(f"{name}: |Wh| > 1: {np.mean(weights > 1.0):.1%}", fontsize="medium")
+        ax.set_title(
+            f"{name}: |Wh| > 1: {np.mean(weights > 1.0):.1%}", fontsize="medium"
+        )
         ax.set_xlabel("|Wh|")
         ax.set_ylabel("count")
     if title:
@@ -216,9 +227,13 @@ def plot_accuracy_comparison(
         raise ValueError("final_accuracies is empty: nothing to plot.")
     labels = [str(label) for label in final_accuracies]
     try:
-        acc = np.array([np.asarray(a, dtype=np.float64) for a in final_accuracies.values()])
+        acc = np.array(
+            [np.asarray(a, dtype=np.float64) for a in final_accuracies.values()]
+        )
     except ValueError:
-        raise ValueError("every run must have the same number of task accuracies.") from None
+        raise ValueError(
+            "every run must have the same number of task accuracies."
+        ) from None
     if acc.ndim != 2 or acc.shape[1] == 0:
         raise ValueError(
             f"every run must have a flat, non-empty list of task accuracies, got shape "
@@ -238,7 +253,9 @@ def plot_accuracy_comparison(
         ax.bar(positions + offset, 100.0 * acc[index], width, label=label, color=color)
     ax.set_xticks(positions)
     rotate = num_tasks > 8
-    ax.set_xticklabels(names, rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_xticklabels(
+        names, rotation=45 if rotate else 0, ha="right" if rotate else "center"
+    )
     ax.set_ylim(0, 100)
     ax.set_ylabel("Test accuracy (%)")
     ax.grid(axis="y", alpha=0.3)

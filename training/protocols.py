@@ -28,7 +28,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from training.data import ImageDataset, make_pipeline, permutation_transform, random_permutation
+from training.data import (
+    ImageDataset,
+    make_pipeline,
+    permutation_transform,
+    random_permutation,
+)
 
 __all__ = ["Task", "permuted_tasks", "dataset_sequence", "stream_subsets", "joint_task"]
 
@@ -55,10 +60,18 @@ class Task:
 
     @property
     def num_train(self) -> int:
-        return sum(len(t.y_train) for t in self.members) if self.members else len(self.y_train)
+        return (
+            sum(len(t.y_train) for t in self.members)
+            if self.members
+            else len(self.y_train)
+        )
 
     def _transform(self):
-        return None if self.permutation is None else permutation_transform(self.permutation)
+        return (
+            None
+            if self.permutation is None
+            else permutation_transform(self.permutation)
+        )
 
     def train_data(
         self, *, batch_size: int, seed: int, augment: str | None = None
@@ -75,8 +88,13 @@ class Task:
         """
         if not self.members:
             return make_pipeline(
-                self.x_train, self.y_train, batch_size=batch_size, shuffle=True,
-                seed=seed, augment=augment, transform=self._transform(),
+                self.x_train,
+                self.y_train,
+                batch_size=batch_size,
+                shuffle=True,
+                seed=seed,
+                augment=augment,
+                transform=self._transform(),
             )
         # Joint task: every member's samples (with its own permutation), mixed at the
         # sample level so that each batch holds all tasks.
@@ -86,7 +104,10 @@ class Task:
         ]
         sizes = np.array([len(m.y_train) for m in self.members], dtype="float64")
         mixed = tf.data.Dataset.sample_from_datasets(
-            parts, weights=list(sizes / sizes.sum()), seed=seed, stop_on_empty_dataset=False
+            parts,
+            weights=list(sizes / sizes.sum()),
+            seed=seed,
+            stop_on_empty_dataset=False,
         )
         return mixed.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -128,11 +149,17 @@ def permuted_tasks(
     for index in range(num_tasks):
         permutation = None
         if index > 0 or not identity_first:
-            permutation = random_permutation(height * width, seed=int(rng.integers(2**31)))
+            permutation = random_permutation(
+                height * width, seed=int(rng.integers(2**31))
+            )
         tasks.append(
             Task(
-                f"task_{index + 1}", dataset.x_train, dataset.y_train,
-                dataset.x_test, dataset.y_test, permutation,
+                f"task_{index + 1}",
+                dataset.x_train,
+                dataset.y_train,
+                dataset.x_test,
+                dataset.y_test,
+                permutation,
             )
         )
     return tasks
@@ -148,7 +175,10 @@ def dataset_sequence(datasets: Sequence[ImageDataset]) -> list[Task]:
         raise ValueError("dataset_sequence needs at least one dataset.")
     first = datasets[0]
     for other in datasets[1:]:
-        if other.input_shape != first.input_shape or other.num_classes != first.num_classes:
+        if (
+            other.input_shape != first.input_shape
+            or other.num_classes != first.num_classes
+        ):
             raise ValueError(
                 f"{other.name} has images {other.input_shape} and {other.num_classes} "
                 f"classes but {first.name} has {first.input_shape} and "
@@ -158,13 +188,18 @@ def dataset_sequence(datasets: Sequence[ImageDataset]) -> list[Task]:
     return [
         Task(
             name if names.count(name) == 1 else f"{name}_{i + 1}",
-            d.x_train, d.y_train, d.x_test, d.y_test,
+            d.x_train,
+            d.y_train,
+            d.x_test,
+            d.y_test,
         )
         for i, (name, d) in enumerate(zip(names, datasets))
     ]
 
 
-def stream_subsets(dataset: ImageDataset, *, num_subsets: int, seed: int = 0) -> list[Task]:
+def stream_subsets(
+    dataset: ImageDataset, *, num_subsets: int, seed: int = 0
+) -> list[Task]:
     """Splits the training set into class-balanced subsets, learned one after another.
 
     Every subset holds the same number of samples of each class: `n // num_subsets`,
@@ -184,7 +219,9 @@ def stream_subsets(dataset: ImageDataset, *, num_subsets: int, seed: int = 0) ->
     """
     _check_count(num_subsets, "num_subsets")
     rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(dataset.y_train == c) for c in np.unique(dataset.y_train)]
+    by_class = [
+        np.flatnonzero(dataset.y_train == c) for c in np.unique(dataset.y_train)
+    ]
     per_subset = min(len(i) for i in by_class) // num_subsets
     if per_subset == 0:
         raise ValueError(
@@ -192,15 +229,20 @@ def stream_subsets(dataset: ImageDataset, *, num_subsets: int, seed: int = 0) ->
             f"samples, fewer than num_subsets={num_subsets}."
         )
     # Each subset takes `per_subset` shuffled samples of every class.
-    per_class = [rng.permutation(i)[: per_subset * num_subsets].reshape(num_subsets, -1)
-                 for i in by_class]
+    per_class = [
+        rng.permutation(i)[: per_subset * num_subsets].reshape(num_subsets, -1)
+        for i in by_class
+    ]
     tasks = []
     for k in range(num_subsets):
         indices = np.sort(np.concatenate([chunks[k] for chunks in per_class]))
         tasks.append(
             Task(
-                f"subset_{k + 1}", dataset.x_train[indices], dataset.y_train[indices],
-                dataset.x_test, dataset.y_test,
+                f"subset_{k + 1}",
+                dataset.x_train[indices],
+                dataset.y_train[indices],
+                dataset.x_test,
+                dataset.y_test,
             )
         )
     return tasks
@@ -223,5 +265,11 @@ def joint_task(tasks: Sequence[Task], name: str = "joint") -> Task:
             tasks[0].y_test,
         )
     first = tasks[0]
-    return Task(name, first.x_train[:0], first.y_train[:0], first.x_test, first.y_test,
-                members=tuple(tasks))
+    return Task(
+        name,
+        first.x_train[:0],
+        first.y_train[:0],
+        first.x_test,
+        first.y_test,
+        members=tuple(tasks),
+    )

@@ -31,7 +31,7 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,13 @@ from training import metrics, plots
 from training.callbacks import MetaplasticityDiagnostics
 from training.data import load_dataset
 from training.optimizers import MetaplasticAdam, is_binary_variable
-from training.protocols import Task, dataset_sequence, joint_task, permuted_tasks, stream_subsets
+from training.protocols import (
+    Task,
+    dataset_sequence,
+    joint_task,
+    permuted_tasks,
+    stream_subsets,
+)
 
 __all__ = ["RunConfig", "run", "build_tasks", "RunDirectoryError"]
 
@@ -100,7 +106,6 @@ class RunConfig:
     jit_compile: bool = False
     data_dir: str | None = None
     run_dir: str = "runs/run"
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.datasets = tuple(self.datasets)
@@ -108,19 +113,30 @@ class RunConfig:
         checks = [
             (self.protocol in PROTOCOLS, f"protocol must be one of {PROTOCOLS}"),
             (self.model in MODELS, f"model must be one of {MODELS}"),
-            (self.batch_norm in BN_SCENARIOS, f"batch_norm must be one of {BN_SCENARIOS}"),
+            (
+                self.batch_norm in BN_SCENARIOS,
+                f"batch_norm must be one of {BN_SCENARIOS}",
+            ),
             (self.evaluate in EVALUATE, f"evaluate must be one of {EVALUATE}"),
             (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}"),
             (len(self.datasets) >= 1, "datasets must name at least one dataset"),
-            (self.protocol == "sequence" or len(self.datasets) == 1,
-             f"protocol {self.protocol!r} takes one dataset"),
+            (
+                self.protocol == "sequence" or len(self.datasets) == 1,
+                f"protocol {self.protocol!r} takes one dataset",
+            ),
         ]
         for name in ("num_tasks", "batch_size", "epochs"):
             value = getattr(self, name)
-            checks.append((isinstance(value, int) and value >= 1,
-                           f"{name} must be a positive integer"))
+            checks.append(
+                (
+                    isinstance(value, int) and value >= 1,
+                    f"{name} must be a positive integer",
+                )
+            )
         checks.append((self.learning_rate > 0, "learning_rate must be > 0"))
-        checks.append((np.isfinite(self.meta) and self.meta >= 0, "meta must be finite, >= 0"))
+        checks.append(
+            (np.isfinite(self.meta) and self.meta >= 0, "meta must be finite, >= 0")
+        )
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"{message}; got {dataclasses.asdict(self)}.")
@@ -130,7 +146,9 @@ class RunConfig:
 
     def identity(self) -> dict:
         """The fields that must match for a run directory to be resumed."""
-        return {k: v for k, v in self.to_json().items() if k not in ("data_dir", "run_dir")}
+        return {
+            k: v for k, v in self.to_json().items() if k not in ("data_dir", "run_dir")
+        }
 
 
 def build_tasks(config: RunConfig) -> tuple[list[Task], list[Task]]:
@@ -150,10 +168,14 @@ def build_tasks(config: RunConfig) -> tuple[list[Task], list[Task]]:
     return tasks, eval_tasks
 
 
-def _build_model(config: RunConfig, input_shape, num_classes: int, synchronized_bn: bool):
+def _build_model(
+    config: RunConfig, input_shape, num_classes: int, synchronized_bn: bool
+):
     tf.keras.utils.set_random_seed(config.seed)
     kwargs = {"hidden_units": config.hidden_units} if config.model == "mlp_meta" else {}
-    model = getattr(zoo, config.model)(input_shape=input_shape, num_classes=num_classes, **kwargs)
+    model = getattr(zoo, config.model)(
+        input_shape=input_shape, num_classes=num_classes, **kwargs
+    )
     if not synchronized_bn:
         return model
 
@@ -170,7 +192,11 @@ def _build_model(config: RunConfig, input_shape, num_classes: int, synchronized_
 
 
 def _bn_layers(model) -> list:
-    return [l for l in model.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+    return [
+        layer
+        for layer in model.layers
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
+    ]
 
 
 def _get_bn(bn_layers) -> list[np.ndarray]:
@@ -230,7 +256,9 @@ class _RunState:
     def save(self, checkpoint: str) -> None:
         self.checkpoint = checkpoint
         count = len(next(iter(self.bn_states.values()))) if self.bn_states else 0
-        arrays = {f"t{t}_{i}": a for t, s in self.bn_states.items() for i, a in enumerate(s)}
+        arrays = {
+            f"t{t}_{i}": a for t, s in self.bn_states.items() for i, a in enumerate(s)
+        }
         tmp = self.bn_path.with_suffix(".tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, self.bn_path)
@@ -252,9 +280,15 @@ def _prepare_run_dir(config: RunConfig, overwrite: bool) -> Path:
     config_path = run_dir / "config.json"
     if config_path.exists() and not overwrite:
         previous = json.loads(config_path.read_text())
-        previous_identity = {k: v for k, v in previous.items() if k not in ("data_dir", "run_dir")}
+        previous_identity = {
+            k: v for k, v in previous.items() if k not in ("data_dir", "run_dir")
+        }
         if previous_identity != config.identity():
-            changed = sorted(k for k in config.identity() if previous_identity.get(k) != config.identity()[k])
+            changed = sorted(
+                k
+                for k in config.identity()
+                if previous_identity.get(k) != config.identity()[k]
+            )
             raise RunDirectoryError(
                 f"{run_dir} holds a run with another configuration (differs in {changed}); "
                 f"choose another run directory or pass overwrite=True (--overwrite)."
@@ -281,13 +315,19 @@ def _write_metrics_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _task_matrix(rows: list[dict], eval_tasks: list[Task], num_tasks: int) -> np.ndarray:
+def _task_matrix(
+    rows: list[dict], eval_tasks: list[Task], num_tasks: int
+) -> np.ndarray:
     """Accuracy matrix R[i, j]: accuracy on eval task j after the last epoch of task i."""
     ends = {}
     for row in rows:
         ends[row["task_index"]] = row  # the last row of each task
     return np.array(
-        [[ends[i][f"acc/{t.name}"] for t in eval_tasks] for i in sorted(ends) if i < num_tasks]
+        [
+            [ends[i][f"acc/{t.name}"] for t in eval_tasks]
+            for i in sorted(ends)
+            if i < num_tasks
+        ]
     )
 
 
@@ -336,7 +376,9 @@ def run(
     strategy = strategy or tf.distribute.get_strategy()
 
     with strategy.scope():
-        model = _build_model(config, input_shape, num_classes, synchronized_bn=distributed)
+        model = _build_model(
+            config, input_shape, num_classes, synchronized_bn=distributed
+        )
     bn_layers = _bn_layers(model)
     test_data = {t.name: t.test_data(batch_size=1000) for t in eval_tasks}
     diagnostics = MetaplasticityDiagnostics(log_dir=str(run_dir / "tensorboard"))
@@ -358,8 +400,11 @@ def run(
         accuracies = {}
         for j, task in enumerate(eval_tasks):
             use_task_bn = (
-                config.batch_norm == "task" and config.protocol != "stream"
-                and not config.joint and j < task_index and j in state.bn_states
+                config.batch_norm == "task"
+                and config.protocol != "stream"
+                and not config.joint
+                and j < task_index
+                and j in state.bn_states
             )
             if use_task_bn:
                 _set_bn(bn_layers, state.bn_states[j])
@@ -374,8 +419,13 @@ def run(
     if resumed and state.checkpoint:
         next_task = state.completed_epochs // epochs_per_task
         starts_task = state.completed_epochs % epochs_per_task == 0
-        keep_optimizer = not (config.optimizer_per_task and starts_task and next_task > 0)
-        objects = {"model": model, **({"optimizer": optimizer} if keep_optimizer else {})}
+        keep_optimizer = not (
+            config.optimizer_per_task and starts_task and next_task > 0
+        )
+        objects = {
+            "model": model,
+            **({"optimizer": optimizer} if keep_optimizer else {}),
+        }
         tf.train.Checkpoint(**objects).restore(state.checkpoint).expect_partial()
         if verbose:
             print(f"Resuming {run_dir} after epoch {state.completed_epochs}.")
@@ -383,10 +433,12 @@ def run(
     started = time.perf_counter() - state.wall_time
     global_epoch = 0
     for task_index, task in enumerate(tasks):
+        trained = False  # in this invocation
         for task_epoch in range(epochs_per_task):
             if global_epoch < state.completed_epochs:
                 global_epoch += 1
                 continue
+            trained = True
             if stop_after_epochs is not None and global_epoch >= stop_after_epochs:
                 return {"stopped_after_epochs": global_epoch, "run_dir": str(run_dir)}
             if task_epoch == 0 and task_index > 0 and config.optimizer_per_task:
@@ -399,8 +451,11 @@ def run(
                 augment=config.augment,
             )
             history = model.fit(
-                train, initial_epoch=global_epoch, epochs=global_epoch + 1,
-                callbacks=[diagnostics], verbose=verbose,
+                train,
+                initial_epoch=global_epoch,
+                epochs=global_epoch + 1,
+                callbacks=[diagnostics],
+                verbose=verbose,
             )
             if task_epoch == epochs_per_task - 1:
                 state.bn_states[task_index] = _get_bn(bn_layers)
@@ -423,20 +478,25 @@ def run(
             state.save(path)
             _remove_old_checkpoints(checkpoint_dir, keep=path)
             _write_metrics_csv(run_dir / "metrics.csv", state.rows)
+        if not trained:
+            continue
+        plots.plot_hidden_weight_histograms(
+            _binary_kernels(model),
+            path=str(run_dir / "plots" / f"hidden_weights_{task.name}.png"),
+            title=f"|Wh| after {task.name}",
+        )
         if verbose:
-            accuracies = {k[4:]: v for k, v in state.rows[-1].items() if k.startswith("acc/")}
-            mean_seen = np.mean([accuracies[t.name] for t in eval_tasks[: task_index + 1]])
+            accuracies = {
+                k[4:]: v for k, v in state.rows[-1].items() if k.startswith("acc/")
+            }
+            mean_seen = np.mean(
+                [accuracies[t.name] for t in eval_tasks[: task_index + 1]]
+            )
             print(
                 f"Task {task_index + 1}/{len(tasks)} ({task.name}) done: mean accuracy over "
                 f"seen tasks {100 * mean_seen:.2f}%; "
                 + ", ".join(f"{n} {100 * a:.2f}%" for n, a in accuracies.items()),
                 flush=True,
-            )
-        if state.completed_epochs == global_epoch:
-            plots.plot_hidden_weight_histograms(
-                _binary_kernels(model),
-                path=str(run_dir / "plots" / f"hidden_weights_{task.name}.png"),
-                title=f"|Wh| after {task.name}",
             )
     return _finish(config, run_dir, state, tasks, eval_tasks, verbose)
 
@@ -445,7 +505,10 @@ def _remove_old_checkpoints(directory: Path, keep: str) -> None:
     """Removes checkpoint files other than `keep` and the one before it."""
     keep_name = Path(keep).name
     epochs = sorted(
-        {int(p.name.split(".")[0].split("-")[1]) for p in directory.glob("epoch-*.index")}
+        {
+            int(p.name.split(".")[0].split("-")[1])
+            for p in directory.glob("epoch-*.index")
+        }
     )
     current = int(keep_name.split("-")[1])
     for epoch in epochs:
@@ -459,10 +522,14 @@ def _finish(config, run_dir, state, tasks, eval_tasks, verbose) -> dict:
     names = [t.name for t in eval_tasks]
     epoch_accuracy = np.array([[r[f"acc/{n}"] for n in names] for r in rows])
     boundaries = [
-        i for i, r in enumerate(rows) if i > 0 and r["task_index"] != rows[i - 1]["task_index"]
+        i
+        for i, r in enumerate(rows)
+        if i > 0 and r["task_index"] != rows[i - 1]["task_index"]
     ]
     plots.plot_task_accuracies(
-        epoch_accuracy, task_boundaries=boundaries, task_names=names,
+        epoch_accuracy,
+        task_boundaries=boundaries,
+        task_names=names,
         path=str(run_dir / "plots" / "task_accuracies.png"),
         title=f"{config.protocol} {'/'.join(config.datasets)}, m = {config.meta}",
     )
@@ -474,12 +541,14 @@ def _finish(config, run_dir, state, tasks, eval_tasks, verbose) -> dict:
     }
     if config.protocol != "stream" and not config.joint:
         summary.update(metrics.summarize(matrix, task_names=names))
-    summary.update({
-        "epochs": state.completed_epochs,
-        "wall_time_s": round(state.wall_time, 1),
-        "run_dir": str(run_dir),
-        "config": config.to_json(),
-    })
+    summary.update(
+        {
+            "epochs": state.completed_epochs,
+            "wall_time_s": round(state.wall_time, 1),
+            "run_dir": str(run_dir),
+            "config": config.to_json(),
+        }
+    )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if verbose:
         print(f"Run directory: {run_dir}")

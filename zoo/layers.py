@@ -231,7 +231,11 @@ def load_weights(model: tf.keras.Model, weights: WeightsType) -> tf.keras.Model:
 
 
 def _is_positive_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value > 0
+    )
 
 
 def validate_units(units: Sequence[int], *, argument: str) -> tuple:
@@ -299,7 +303,9 @@ def validate_arguments(
         ValueError: if any argument is invalid.
     """
     if not _is_positive_int(num_classes):
-        raise ValueError(f"`num_classes` should be a positive int, got {num_classes!r}.")
+        raise ValueError(
+            f"`num_classes` should be a positive int, got {num_classes!r}."
+        )
     resolve_weights(weights)
 
     if input_tensor is not None:
@@ -319,7 +325,9 @@ def validate_arguments(
         source = f"`input_shape` is {input_shape!r}"
 
     if not _is_valid_shape(shape, ndim, min_size):
-        expected = f"{ndim} positive ints" if ndim else "a non-empty tuple of positive ints"
+        expected = (
+            f"{ndim} positive ints" if ndim else "a non-empty tuple of positive ints"
+        )
         if min_size > 1:
             expected += f" with height and width >= {min_size}"
         raise ValueError(f"{source}, expected {expected}.")
