@@ -102,6 +102,21 @@ def test_flips_and_quantiles_by_hand():
     assert len(callback.history) == 2
 
 
+def test_per_layer_values_can_stay_out_of_logs():
+    model = tiny_model()
+    kernel = model.get_layer("bin_a").kernel
+    kernel.assign(np.full(kernel.shape, 0.5))
+    callback = MetaplasticityDiagnostics(per_layer_logs=False)
+    callback.set_model(model)
+    callback.on_epoch_begin(0)
+    kernel.assign(np.full(kernel.shape, -0.5))
+    logs = {"loss": 1.0}
+    callback.on_epoch_end(0, logs)
+    assert set(logs) == {"loss", "flipped"}
+    assert callback.history[0]["bin_a/flipped"] == 1.0
+    assert callback.history[0]["bin_a/abs_wh_max"] == 0.5
+
+
 def test_zero_sign_matches_larq():
     w = np.array([-2.0, -0.0, 0.0, 1e-30, -1e-30, 3.0], "float32")
     np.testing.assert_array_equal(_signs(w), lq.math.sign(tf.constant(w)).numpy())

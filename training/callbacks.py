@@ -75,6 +75,8 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
         log_dir: if given, a TensorBoard log folder for the same scalars plus a histogram
             of `Wh` per layer (`"{layer}/wh"`), written with step = epoch (pass
             `initial_epoch` to successive `fit` calls for one continuous axis).
+        per_layer_logs: add the per-layer values to `logs`; if `False`, only `"flipped"`
+            goes to `logs` (short progress bars) and the rest to `history` only.
 
     # Raises
         ValueError: if a quantile is outside [0, 1].
@@ -85,6 +87,7 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
         *,
         quantiles: Sequence[float] = (0.5, 0.9, 0.99),
         log_dir: str | None = None,
+        per_layer_logs: bool = True,
     ):
         super().__init__()
         quantiles = tuple(float(q) for q in quantiles)
@@ -92,6 +95,7 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
             raise ValueError(f"quantiles must lie in [0, 1], got {quantiles}.")
         self.quantiles = quantiles
         self.log_dir = None if log_dir is None else str(log_dir)
+        self.per_layer_logs = per_layer_logs
         self.history: list[dict[str, float]] = []
         self._variables: dict[str, list[tf.Variable]] | None = None  # layer -> kernels
         self._signs: dict[str, np.ndarray] | None = None
@@ -164,7 +168,7 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
         all_measured = total == sum(w.size for w in weights.values())
         scalars["flipped"] = flipped / total if all_measured else math.nan
         if logs is not None:
-            logs.update(scalars)
+            logs.update(scalars if self.per_layer_logs else {"flipped": scalars["flipped"]})
         self.history.append({"epoch": epoch, **scalars})
         self._write_summaries(epoch, scalars, weights)
 

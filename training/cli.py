@@ -102,6 +102,14 @@ def _parser() -> argparse.ArgumentParser:
             default="task",
             help="BatchNorm state per task (default) or shared",
         )
+        p.add_argument(
+            "--recalibrate-bn",
+            type=int,
+            default=20,
+            metavar="N",
+            help="batches used to re-estimate a finished task's BatchNorm statistics "
+            "under the current weights before evaluating it (0: saved statistics)",
+        )
         p.add_argument("--augment", choices=["flip_crop", "flip_rotate"])
         p.add_argument(
             "--evaluate",
@@ -184,6 +192,7 @@ def config_from_args(args: argparse.Namespace):
         joint=args.joint,
         optimizer_per_task=not args.shared_optimizer,
         batch_norm=args.batch_norm,
+        recalibrate_bn=args.recalibrate_bn,
         evaluate=args.evaluate,
         seed=args.seed,
         jit_compile=args.jit_compile,

@@ -80,6 +80,12 @@ class RunConfig:
             paper's permuted-MNIST experiment; else one optimizer for the whole run.
         batch_norm: `"task"`: BatchNorm state saved at the end of each task and restored to
             evaluate it; `"domain"`: one shared BatchNorm state.
+        recalibrate_bn: with `batch_norm="task"`, re-estimate a finished task's BatchNorm
+            statistics under the current weights from this many batches of its training
+            data before evaluating it (its saved gamma and beta are kept). The paper's
+            reference code normalizes with batch statistics, which adapt to the weights
+            the same way; statistics frozen at the end of the task go stale as later
+            tasks flip weights. 0 evaluates with the saved statistics as they are.
         augment: CIFAR augmentation (`None`, `"flip_crop"`, `"flip_rotate"`).
         evaluate: `"epoch"`: every task after every epoch; `"task"`: at task ends only.
         seed: seeds the permutations, splits, initial weights, shuffling and dropout.
@@ -100,6 +106,7 @@ class RunConfig:
     epochs: int = 5
     optimizer_per_task: bool = True
     batch_norm: str = "task"
+    recalibrate_bn: int = 20
     augment: str | None = None
     evaluate: str = "epoch"
     seed: int = 0
@@ -134,6 +141,12 @@ class RunConfig:
                 )
             )
         checks.append((self.learning_rate > 0, "learning_rate must be > 0"))
+        checks.append(
+            (
+                isinstance(self.recalibrate_bn, int) and self.recalibrate_bn >= 0,
+                "recalibrate_bn must be an integer >= 0",
+            )
+        )
         checks.append(
             (np.isfinite(self.meta) and self.meta >= 0, "meta must be finite, >= 0")
         )
@@ -210,6 +223,29 @@ def _set_bn(bn_layers, arrays: list[np.ndarray]) -> None:
         count = len(layer.weights)
         layer.set_weights(arrays[start : start + count])
         start += count
+
+
+def _recalibrate_bn(model: tf.keras.Model, batches: tf.data.Dataset) -> None:
+    """Sets BatchNorm moving statistics to the mean of the batch statistics of `batches`
+    under the current weights; nothing else changes (dropout is off meanwhile)."""
+    bn_layers = _bn_layers(model)
+    dropouts = [
+        layer for layer in model.layers if isinstance(layer, tf.keras.layers.Dropout)
+    ]
+    momenta = [layer.momentum for layer in bn_layers]
+    rates = [layer.rate for layer in dropouts]
+    for layer in dropouts:
+        layer.rate = 0.0
+    try:
+        for k, (images, _) in enumerate(batches):
+            for layer in bn_layers:
+                layer.momentum = k / (k + 1)  # running mean of the batch statistics
+            model(images, training=True)
+    finally:
+        for layer, momentum in zip(bn_layers, momenta):
+            layer.momentum = momentum
+        for layer, rate in zip(dropouts, rates):
+            layer.rate = rate
 
 
 def _binary_kernels(model) -> dict[str, np.ndarray]:
@@ -381,7 +417,9 @@ def run(
         )
     bn_layers = _bn_layers(model)
     test_data = {t.name: t.test_data(batch_size=1000) for t in eval_tasks}
-    diagnostics = MetaplasticityDiagnostics(log_dir=str(run_dir / "tensorboard"))
+    diagnostics = MetaplasticityDiagnostics(
+        log_dir=str(run_dir / "tensorboard"), per_layer_logs=False
+    )
     checkpoint_dir = run_dir / "checkpoint"
 
     def new_optimizer():
@@ -408,6 +446,9 @@ def run(
             )
             if use_task_bn:
                 _set_bn(bn_layers, state.bn_states[j])
+                if config.recalibrate_bn:
+                    batches = task.train_data(batch_size=config.batch_size, seed=j)
+                    _recalibrate_bn(model, batches.take(config.recalibrate_bn))
             result = model.evaluate(test_data[task.name], verbose=0, return_dict=True)
             accuracies[f"acc/{task.name}"] = float(result["accuracy"])
             if use_task_bn:
@@ -465,6 +506,7 @@ def run(
                 "task": task.name,
                 "task_epoch": task_epoch + 1,
                 **{k: float(v[-1]) for k, v in history.history.items()},
+                **{k: v for k, v in diagnostics.history[-1].items() if k != "epoch"},
             }
             if config.evaluate == "epoch" or task_epoch == epochs_per_task - 1:
                 row.update(evaluate(task_index + 1))

@@ -1,0 +1,1 @@
+"""Keras Tuner search over the metaplasticity m and the learning rate (not built yet)."""
