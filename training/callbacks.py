@@ -168,7 +168,9 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
         all_measured = total == sum(w.size for w in weights.values())
         scalars["flipped"] = flipped / total if all_measured else math.nan
         if logs is not None:
-            logs.update(scalars if self.per_layer_logs else {"flipped": scalars["flipped"]})
+            logs.update(
+                scalars if self.per_layer_logs else {"flipped": scalars["flipped"]}
+            )
         self.history.append({"epoch": epoch, **scalars})
         self._write_summaries(epoch, scalars, weights)
 
