@@ -164,6 +164,7 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
         )
         # Variable key -> m, filled when a variable is first seen by apply_gradients.
         self._meta_by_var: dict[object, float] = {}
+        self._binary_layers: set[str] = set()
 
     def meta_for_layer(self, layer_name: str) -> float:
         """The `m` applied to the binary kernel of the layer called `layer_name`."""
@@ -176,21 +177,20 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
         new = [v for v in variables if _var_key(v) not in self._meta_by_var]
         if not new:
             return
-        binary_layers = set()
         for var in new:
             m = 0.0
             if is_binary_variable(var):
-                layer = _layer_name(var)
-                binary_layers.add(layer)
-                m = self.meta_for_layer(layer.rpartition("/")[2])
+                layer = _layer_name(var).rpartition("/")[2]
+                self._binary_layers.add(layer)
+                m = self.meta_for_layer(layer)
             self._meta_by_var[_var_key(var)] = m
         if isinstance(self.meta, Mapping):
-            short = {layer.rpartition("/")[2] for layer in binary_layers}
-            unknown = sorted(set(self.meta) - short)
+            unknown = sorted(set(self.meta) - self._binary_layers)
             if unknown:
                 raise ValueError(
                     f"meta names layers with no binary kernel among the trained "
-                    f"variables: {unknown}; binary layers are {sorted(short)}."
+                    f"variables: {unknown}; binary layers are "
+                    f"{sorted(self._binary_layers)}."
                 )
 
     def apply_gradients(self, grads_and_vars, name=None, **kwargs):
