@@ -8,7 +8,6 @@ Re-running the same command continues an interrupted run from its last completed
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 # The paper's hyperparameters, by (protocol, dataset).
@@ -243,5 +242,4 @@ def main(argv: list[str] | None = None) -> int:
         f"Mean: {100 * summary['mean_accuracy']:.2f}%  "
         f"(wall time {summary['wall_time_s']:.0f} s)"
     )
-    print(json.dumps({"run_dir": summary["run_dir"]}))
     return 0
