@@ -23,6 +23,8 @@ setup(
         "larq==0.14.0",
         "numpy<2",
         "keras-tuner==1.4.8",
+        "scipy",  # keras-tuner BayesianOptimization
+        "scikit-learn",  # keras-tuner BayesianOptimization
         "tensorflow-datasets",
         "tensorflow-metadata<1.16",
         "matplotlib",

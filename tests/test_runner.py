@@ -274,3 +274,16 @@ def test_batch_norm_recalibration_averages_batch_statistics():
         bn.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0), rtol=1e-5
     )
     assert bn.momentum == 0.9 and model.layers[1].rate == 0.5  # restored
+
+
+def test_run_directory_from_before_validation_split_resumes(tmp_path, tiny_data_dir):
+    config = tiny_config(tmp_path, tiny_data_dir, num_tasks=2, epochs=1)
+    first = run(config, verbose=0)
+    path = tmp_path / "run" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["validation_split"]  # written before the field existed
+    path.write_text(json.dumps(saved))
+    again = run(config, verbose=0)
+    assert again["accuracy_matrix"] == first["accuracy_matrix"]
+    with pytest.raises(ValueError, match="validation_split"):
+        tiny_config(tmp_path, tiny_data_dir, validation_split=-0.1)

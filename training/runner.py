@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ import tensorflow as tf
 import zoo
 from training import metrics, plots
 from training.callbacks import MetaplasticityDiagnostics
-from training.data import load_dataset
+from training.data import ImageDataset, load_dataset
 from training.optimizers import MetaplasticAdam, is_binary_variable
 from training.protocols import (
     Task,
@@ -74,7 +75,8 @@ class RunConfig:
         num_tasks: permuted tasks or stream subsets (ignored for sequences).
         joint: train on the union of all tasks at once (the upper-bound reference).
         model: a zoo model name; `hidden_units` applies to `mlp_meta`.
-        meta: the metaplasticity m of `MetaplasticAdam` (0 is plain Adam).
+        meta: the metaplasticity m of `MetaplasticAdam` (0 is plain Adam), or a mapping
+            from binary layer name to m (layers not named get 0).
         learning_rate, batch_size, epochs: optimizer step, batch, epochs per task.
         optimizer_per_task: a fresh optimizer (new Adam moments) for every task, as in the
             paper's permuted-MNIST experiment; else one optimizer for the whole run.
@@ -89,6 +91,9 @@ class RunConfig:
         augment: CIFAR augmentation (`None`, `"flip_crop"`, `"flip_rotate"`).
         evaluate: `"epoch"`: every task after every epoch; `"task"`: at task ends only.
         seed: seeds the permutations, splits, initial weights, shuffling and dropout.
+        validation_split: when > 0, this seeded random fraction of each dataset's
+            training images is held out and used as its evaluation set in place of the
+            test set (for hyperparameter search: `tuning`); the test set is not read.
         jit_compile: compile the training step with XLA (not with a distribution strategy).
         data_dir: where datasets are looked for first (see `training.data`).
         run_dir: the run directory.
@@ -100,7 +105,7 @@ class RunConfig:
     joint: bool = False
     model: str = "mlp_meta"
     hidden_units: tuple[int, ...] = (1024, 1024)
-    meta: float = 1.35
+    meta: float | dict[str, float] = 1.35
     learning_rate: float = 0.005
     batch_size: int = 100
     epochs: int = 5
@@ -110,6 +115,7 @@ class RunConfig:
     augment: str | None = None
     evaluate: str = "epoch"
     seed: int = 0
+    validation_split: float = 0.0
     jit_compile: bool = False
     data_dir: str | None = None
     run_dir: str = "runs/run"
@@ -147,8 +153,22 @@ class RunConfig:
                 "recalibrate_bn must be an integer >= 0",
             )
         )
+        if isinstance(self.meta, Mapping):
+            self.meta = {str(k): float(v) for k, v in self.meta.items()}
+            metas = list(self.meta.values())
+        else:
+            metas = [self.meta]
         checks.append(
-            (np.isfinite(self.meta) and self.meta >= 0, "meta must be finite, >= 0")
+            (
+                all(np.isfinite(m) and m >= 0 for m in metas),
+                "meta must be finite, >= 0",
+            )
+        )
+        checks.append(
+            (
+                0 <= self.validation_split < 1,
+                "validation_split must be in [0, 1)",
+            )
         )
         for ok, message in checks:
             if not ok:
@@ -164,9 +184,39 @@ class RunConfig:
         }
 
 
+def _hold_out_validation(
+    data: ImageDataset, fraction: float, seed: int
+) -> ImageDataset:
+    """`data` with a seeded random `fraction` of its training images as the test split."""
+    count = len(data.y_train)
+    held_out = int(round(fraction * count))
+    if not 1 <= held_out < count:
+        raise ValueError(
+            f"validation_split {fraction} of {count} training images of {data.name} "
+            f"leaves no validation or no training images."
+        )
+    order = np.random.default_rng(seed).permutation(count)
+    validation, train = np.sort(order[:held_out]), np.sort(order[held_out:])
+    return dataclasses.replace(
+        data,
+        x_train=data.x_train[train],
+        y_train=data.y_train[train],
+        x_test=data.x_train[validation],
+        y_test=data.y_train[validation],
+    )
+
+
 def build_tasks(config: RunConfig) -> tuple[list[Task], list[Task]]:
-    """The tasks to train on, in order, and the tasks to evaluate after each epoch."""
+    """The tasks to train on, in order, and the tasks to evaluate after each epoch.
+
+    With `config.validation_split > 0` every task is evaluated on images held out from
+    its dataset's training split, never on the test split.
+    """
     data = [load_dataset(name, data_dir=config.data_dir) for name in config.datasets]
+    if config.validation_split > 0:
+        data = [
+            _hold_out_validation(d, config.validation_split, config.seed) for d in data
+        ]
     if config.protocol == "permuted":
         tasks = permuted_tasks(data[0], num_tasks=config.num_tasks, seed=config.seed)
         eval_tasks = tasks
@@ -316,6 +366,9 @@ def _prepare_run_dir(config: RunConfig, overwrite: bool) -> Path:
     config_path = run_dir / "config.json"
     if config_path.exists() and not overwrite:
         previous = json.loads(config_path.read_text())
+        for field in dataclasses.fields(RunConfig):  # fields added since it was written
+            if field.name not in previous:
+                previous[field.name] = field.default
         previous_identity = {
             k: v for k, v in previous.items() if k not in ("data_dir", "run_dir")
         }

@@ -1,0 +1,229 @@
+"""The search space: metaplasticity m, learning rate and (optionally) hidden width.
+
+`MetaplasticHyperModel` declares the hyperparameters of a zoo model trained with
+`MetaplasticAdam` and builds the compiled model for a set of values; `config_overrides`
+turns the same values into `RunConfig` fields, so that a trial can be a whole
+continual-learning run (`tuning.search`).
+
+!!! example
+    ```python
+    import keras_tuner
+    from tuning.hypermodel import MetaplasticHyperModel
+
+    hypermodel = MetaplasticHyperModel(meta_range=(0.0, 3.0), per_layer_meta=True)
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    ```
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras_tuner
+import tensorflow as tf
+
+import zoo
+from training.optimizers import MetaplasticAdam, is_binary_variable
+
+__all__ = ["MetaplasticHyperModel", "binary_layer_names"]
+
+MODELS = ("mlp_meta", "vgg16_meta", "vgg_small_meta")
+
+
+def binary_layer_names(model: tf.keras.Model) -> list[str]:
+    """The names of the layers of `model` that hold binary latent kernels, in order.
+
+    # Arguments
+        model: a built zoo model.
+
+    # Returns
+        Layer names such as `["dense_1", "dense_2", "dense_out"]`.
+    """
+    names = []
+    for variable in model.trainable_variables:
+        if is_binary_variable(variable):
+            name = variable.name.split(":")[0].rpartition("/")[0]
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _check_range(value, argument: str, *, positive: bool) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{argument} must be a pair (min, max), got {value!r}."
+        ) from None
+    bound = "0 < min < max" if positive else "0 <= min < max"
+    ok = math.isfinite(low) and math.isfinite(high) and low < high
+    ok = ok and (low > 0 if positive else low >= 0)
+    if not ok:
+        raise ValueError(f"{argument} must be finite with {bound}, got {value!r}.")
+    return low, high
+
+
+def _check_default(value, low: float, high: float, argument: str) -> float | None:
+    if value is None:
+        return None
+    if not low <= float(value) <= high:
+        raise ValueError(f"{argument} must lie in [{low}, {high}], got {value!r}.")
+    return float(value)
+
+
+class MetaplasticHyperModel(keras_tuner.HyperModel):
+    """A zoo model with `MetaplasticAdam`, its m and learning rate to be tuned.
+
+    Hyperparameters: `learning_rate` (log scale), then either `meta` (one m for every
+    binary layer) or `meta_<layer>` (one per binary layer, e.g. `meta_dense_1`, ...,
+    `meta_dense_out`), and, with `hidden_units_choices`, `hidden_units` (the width of
+    every hidden layer of `mlp_meta`).
+
+    # Arguments
+        model: a zoo model name: `"mlp_meta"`, `"vgg16_meta"` or `"vgg_small_meta"`.
+        input_shape: shape of one sample.
+        num_classes: number of output logits.
+        meta_range: (min, max) of m, uniform; 0 <= min < max.
+        meta_default: the value of m tried first (default: `min`).
+        per_layer_meta: one m per binary layer instead of one for all.
+        learning_rate_range: (min, max) of the learning rate, log-uniform; 0 < min < max.
+        learning_rate_default: the learning rate tried first (default: `min`).
+        hidden_units_choices: widths to choose from for every hidden layer of
+            `mlp_meta` (e.g. `(256, 512, 1024)`); `None` keeps `hidden_units`.
+        hidden_units: the fixed widths of `mlp_meta` (their count is kept when widths
+            are tuned).
+        name: the hypermodel's name.
+
+    # Raises
+        ValueError: for an unknown model, an invalid range (min >= max, negative m,
+            learning rate <= 0), a default outside its range or invalid widths.
+    """
+
+    def __init__(
+        self,
+        *,  # Keyword arguments only
+        model: str = "mlp_meta",
+        input_shape: Sequence[int] = (28, 28, 1),
+        num_classes: int = 10,
+        meta_range: Sequence[float] = (0.0, 3.0),
+        meta_default: float | None = None,
+        per_layer_meta: bool = False,
+        learning_rate_range: Sequence[float] = (1e-4, 1e-2),
+        learning_rate_default: float | None = None,
+        hidden_units_choices: Sequence[int] | None = None,
+        hidden_units: Sequence[int] = (512, 512),
+        name: str | None = None,
+    ):
+        super().__init__(name=name, tunable=True)
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {model!r}.")
+        self.model = model
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.num_classes = int(num_classes)
+        self.meta_range = _check_range(meta_range, "meta_range", positive=False)
+        self.meta_default = _check_default(
+            meta_default, *self.meta_range, "meta_default"
+        )
+        self.learning_rate_range = _check_range(
+            learning_rate_range, "learning_rate_range", positive=True
+        )
+        self.learning_rate_default = _check_default(
+            learning_rate_default, *self.learning_rate_range, "learning_rate_default"
+        )
+        self.per_layer_meta = bool(per_layer_meta)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        if not self.hidden_units or min(self.hidden_units) < 1:
+            raise ValueError(
+                f"hidden_units must be positive widths, got {hidden_units!r}."
+            )
+        if hidden_units_choices is not None:
+            hidden_units_choices = tuple(int(u) for u in hidden_units_choices)
+            if not hidden_units_choices or min(hidden_units_choices) < 1:
+                raise ValueError(
+                    f"hidden_units_choices must be positive widths, "
+                    f"got {hidden_units_choices!r}."
+                )
+            if model != "mlp_meta":
+                raise ValueError("hidden_units_choices applies to mlp_meta only.")
+        self.hidden_units_choices = hidden_units_choices
+        self.layer_names = (
+            binary_layer_names(self._model((1,) * len(self.hidden_units)))
+            if per_layer_meta
+            else []
+        )
+
+    def _model(self, hidden_units: tuple[int, ...]) -> tf.keras.Model:
+        kwargs = {"hidden_units": hidden_units} if self.model == "mlp_meta" else {}
+        return getattr(zoo, self.model)(
+            input_shape=self.input_shape, num_classes=self.num_classes, **kwargs
+        )
+
+    def declare(self, hp: keras_tuner.HyperParameters) -> dict:
+        """Declares the hyperparameters in `hp` and returns their values.
+
+        # Arguments
+            hp: the trial's hyperparameters.
+
+        # Returns
+            `{"learning_rate": float, "meta": float or {layer: float},
+            "hidden_units": tuple}`.
+        """
+        low, high = self.learning_rate_range
+        learning_rate = hp.Float(
+            "learning_rate",
+            min_value=low,
+            max_value=high,
+            sampling="log",
+            default=self.learning_rate_default,
+        )
+        low, high = self.meta_range
+        if self.per_layer_meta:
+            meta = {
+                layer: hp.Float(f"meta_{layer}", low, high, default=self.meta_default)
+                for layer in self.layer_names
+            }
+        else:
+            meta = hp.Float("meta", low, high, default=self.meta_default)
+        hidden_units = self.hidden_units
+        if self.hidden_units_choices is not None:
+            width = hp.Choice("hidden_units", list(self.hidden_units_choices))
+            hidden_units = (int(width),) * len(self.hidden_units)
+        return {
+            "learning_rate": float(learning_rate),
+            "meta": meta,
+            "hidden_units": hidden_units,
+        }
+
+    def config_overrides(self, hp: keras_tuner.HyperParameters) -> dict:
+        """The `RunConfig` fields that `hp` sets (`model`, `learning_rate`, `meta`,
+        `hidden_units`); `meta` is a `{layer: m}` mapping with `per_layer_meta`.
+
+        # Arguments
+            hp: hyperparameters holding values for this search space.
+
+        # Returns
+            A dict to pass to `dataclasses.replace(config, **overrides)`.
+        """
+        values = self.declare(hp.copy())
+        if isinstance(values["meta"], dict):
+            values["meta"] = dict(values["meta"])
+        return {"model": self.model, **values}
+
+    def build(self, hp: keras_tuner.HyperParameters) -> tf.keras.Model:
+        """A compiled zoo model with `MetaplasticAdam` for the values in `hp`.
+
+        # Arguments
+            hp: the trial's hyperparameters.
+
+        # Returns
+            A compiled `tf.keras.Model` (logits, sparse categorical cross-entropy).
+        """
+        values = self.declare(hp)
+        model = self._model(values["hidden_units"])
+        model.compile(
+            MetaplasticAdam(values["learning_rate"], meta=values["meta"]),
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        return model
