@@ -31,14 +31,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from training.optimizers import is_binary_variable
+from training.optimizers import is_binary_variable, layer_name
 
 __all__ = ["MetaplasticityDiagnostics"]
-
-
-def _layer_name(var: tf.Variable) -> str:
-    """The name scope of a variable: `dense_2/kernel:0` -> `dense_2`."""
-    return var.name.split(":")[0].rpartition("/")[0]
 
 
 def _signs(weights: np.ndarray) -> np.ndarray:
@@ -114,7 +109,7 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
         for var in self.model.weights:
             if is_binary_variable(var) and id(var) not in seen:
                 seen.add(id(var))
-                variables.setdefault(_layer_name(var), []).append(var)
+                variables.setdefault(layer_name(var), []).append(var)
         if not variables and not self._warned:
             self._warned = True
             warnings.warn(

@@ -410,14 +410,8 @@ def _load_tfds(spec: _Spec, *, looked: list[str]) -> ImageDataset:
             f"{'; '.join(looked)}; tensorflow-datasets could not load {spec.tfds_name} "
             f"({reason}); {_HINT}"
         ) from None
-    return ImageDataset(
-        spec.name,
-        x_train=_scaled(x_train),
-        y_train=y_train,
-        x_test=_scaled(x_test),
-        y_test=y_test,
-        class_names=class_names,
-        source=source,
+    return _image_dataset(
+        spec.name, x_train, y_train, x_test, y_test, class_names, source=source
     )
 
 

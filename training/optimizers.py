@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 
 import tensorflow as tf
 
-__all__ = ["MetaplasticAdam", "is_binary_variable"]
+__all__ = ["MetaplasticAdam", "is_binary_variable", "layer_name"]
 
 
 def is_binary_variable(var: tf.Variable) -> bool:
@@ -52,8 +52,8 @@ def _var_key(var) -> object:
     return var._shared_name if var._in_graph_mode else var._unique_id
 
 
-def _layer_name(var: tf.Variable) -> str:
-    """The name scope of a variable: `dense_1/kernel:0` -> `dense_1`."""
+def layer_name(var: tf.Variable) -> str:
+    """The name scope of a variable, i.e. its layer: `dense_1/kernel:0` -> `dense_1`."""
     return var.name.split(":")[0].rpartition("/")[0]
 
 
@@ -180,7 +180,7 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
         for var in new:
             m = 0.0
             if is_binary_variable(var):
-                layer = _layer_name(var).rpartition("/")[2]
+                layer = layer_name(var).rpartition("/")[2]
                 self._binary_layers.add(layer)
                 m = self.meta_for_layer(layer)
             self._meta_by_var[_var_key(var)] = m

@@ -42,7 +42,7 @@ import zoo
 from training import metrics, plots
 from training.callbacks import MetaplasticityDiagnostics
 from training.data import ImageDataset, load_dataset
-from training.optimizers import MetaplasticAdam, is_binary_variable
+from training.optimizers import MetaplasticAdam, is_binary_variable, layer_name
 from training.protocols import (
     Task,
     dataset_sequence,
@@ -300,7 +300,7 @@ def _recalibrate_bn(model: tf.keras.Model, batches: tf.data.Dataset) -> None:
 
 def _binary_kernels(model) -> dict[str, np.ndarray]:
     return {
-        v.name.split(":")[0].rpartition("/")[0]: v.numpy()
+        layer_name(v): v.numpy()
         for v in model.trainable_variables
         if is_binary_variable(v)
     }

@@ -24,7 +24,7 @@ import keras_tuner
 import tensorflow as tf
 
 import zoo
-from training.optimizers import MetaplasticAdam, is_binary_variable
+from training.optimizers import MetaplasticAdam, is_binary_variable, layer_name
 
 __all__ = ["MetaplasticHyperModel", "binary_layer_names"]
 
@@ -43,7 +43,7 @@ def binary_layer_names(model: tf.keras.Model) -> list[str]:
     names = []
     for variable in model.trainable_variables:
         if is_binary_variable(variable):
-            name = variable.name.split(":")[0].rpartition("/")[0]
+            name = layer_name(variable)
             if name not in names:
                 names.append(name)
     return names
