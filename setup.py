@@ -13,7 +13,13 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(
         include=["zoo", "zoo.*", "training", "training.*", "tuning", "tuning.*"]
-    ),
+    )
+    + ["zoo.saved_models"],
+    # Pretrained models (SavedModel, LCE flatbuffer, model card) ship as package data:
+    # saved_models/<name>/** is installed as zoo/saved_models/<name>/**, where
+    # zoo.pretrained looks for them (and at saved_models/ in a source checkout).
+    package_dir={"zoo.saved_models": "saved_models"},
+    package_data={"zoo.saved_models": ["**/*"]},
     include_package_data=True,
     # larq and LCE need Keras 2: TF >= 2.16 ships Keras 3, so the stack is pinned here.
     python_requires=">=3.10,<3.12",

@@ -8,7 +8,11 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from training.optimizers import MetaplasticAdam, is_binary_variable
+from training.optimizers import (
+    MetaplasticAdam,
+    is_binary_variable,
+    is_kernel_variable,
+)
 
 LR, BETA_1, BETA_2, EPS = 0.01, 0.9, 0.999, 1e-8
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -103,6 +107,47 @@ def test_binary_kernels_follow_reference_rule_over_many_steps():
     np.testing.assert_allclose(kernel.numpy(), w, rtol=1e-6, atol=1e-7)
     # Non-binary variables get plain Adam.
     np.testing.assert_allclose(gamma.numpy(), g_, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("metaplastic_variables", ["kernels", "binary"])
+def test_float_kernels_follow_reference_rule_with_kernels_option(
+    metaplastic_variables,
+):
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input((6,))
+    x = tf.keras.layers.Dense(8, name="float_1")(inputs)  # kernel and bias
+    x = tf.keras.layers.BatchNormalization(name="bn_1")(x)
+    model = tf.keras.Model(inputs, x)
+    kernel, bias = model.get_layer("float_1").kernel, model.get_layer("float_1").bias
+    gamma = model.get_layer("bn_1").gamma
+    assert is_kernel_variable(kernel) and not is_binary_variable(kernel)
+    assert not is_kernel_variable(bias) and not is_kernel_variable(gamma)
+    rng = np.random.default_rng(4)
+    kernel0 = rng.uniform(-0.05, 0.05, kernel.shape).astype("float32")
+    initial = [kernel0, bias.numpy(), gamma.numpy()]
+    for var, value in zip((kernel, bias, gamma), initial):
+        var.assign(value)
+
+    optimizer = MetaplasticAdam(
+        LR, meta=1.3, metaplastic_variables=metaplastic_variables
+    )
+    grads = run_explicit_gradients(optimizer, [kernel, bias, gamma], steps=25)
+    # The rule with sign(W), |W| of the float kernel; bias and BatchNorm: plain Adam.
+    metas = (1.3 if metaplastic_variables == "kernels" else 0.0, 0.0, 0.0)
+    for index, (var, meta) in enumerate(zip((kernel, bias, gamma), metas)):
+        w, m, v = initial[index].astype("float64"), 0.0, 0.0
+        crossed = np.zeros(w.shape, bool)
+        for t, gs in enumerate(grads, start=1):
+            new_w, m, v, _ = reference_step(
+                w, m, v, gs[index].astype("float64"), t, meta=meta
+            )
+            crossed |= np.sign(new_w) != np.sign(w)
+            w = new_w
+        np.testing.assert_allclose(var.numpy(), w, rtol=1e-6, atol=1e-7)
+        if index == 0:
+            assert crossed.mean() > 0.2  # the damping branch mattered
+    if metaplastic_variables == "kernels":
+        assert optimizer.meta_for_layer("float_1") == 1.3
 
 
 def test_large_hidden_weights_are_consolidated():
@@ -227,6 +272,7 @@ def test_latent_kernels_grow_past_one():
         ({"learning_rate": -1e-3}, "learning_rate"),
         ({"weight_decay": -1.0}, "weight_decay"),
         ({"amsgrad": True}, "amsgrad"),
+        ({"metaplastic_variables": "all"}, "metaplastic_variables must be one of"),
     ],
 )
 def test_invalid_arguments(kwargs, message):
@@ -251,6 +297,7 @@ def test_config_round_trip():
     for optimizer in (
         MetaplasticAdam(0.002, meta=2.5, weight_decay=1e-4, epsilon=1e-7),
         MetaplasticAdam(schedule, meta={"bin_1": 1.0}, default_meta=0.3),
+        MetaplasticAdam(0.01, meta=0.5, metaplastic_variables="kernels"),
     ):
         config = optimizer.get_config()
         clone = MetaplasticAdam.from_config(config)

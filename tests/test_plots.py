@@ -190,3 +190,170 @@ def test_invalid_inputs(tmp_path, call, message):
     assert "\n" not in str(error.value)
     assert not path.exists()
     assert plt.get_fignums() == []
+
+
+@pytest.fixture
+def saved_figure_objects(monkeypatch):
+    """The figures the module saves, inspected before they are cleared."""
+    inspected = []
+    original = plots._save
+
+    def inspect(figure, path):
+        axes = figure.axes
+        inspected.append(
+            {
+                "axes": len(axes),
+                "suptitle": figure.get_suptitle(),
+                "titles": [ax.get_title() for ax in axes],
+                "lines": [len(ax.lines) for ax in axes],
+                "segments": [
+                    len(c.get_segments())
+                    for ax in axes
+                    for c in ax.collections
+                    if hasattr(c, "get_segments") and c.get_segments()
+                ],
+                "errorbar_xy": [
+                    (c.lines[0].get_xdata().tolist(), c.lines[0].get_ydata().tolist())
+                    for ax in axes
+                    for c in ax.containers
+                ],
+            }
+        )
+        return original(figure, path)
+
+    monkeypatch.setattr(plots, "_save", inspect)
+    yield inspected
+    assert plt.get_fignums() == []
+
+
+def test_quadratic_landscape(tmp_path, saved_figure_objects):
+    trajectory = np.array([[0.01, 0.02], [0.4, -0.1], [0.8, 0.1], [1.2, -0.05]])
+    path = plots.plot_quadratic_landscape(
+        hessian=[[2.4, 0.2], [0.2, 0.8]],
+        optimum=[1.5, 0.5],
+        trajectory=trajectory,
+        path=tmp_path / "q.png",
+        title="2-D",
+    )
+    assert png_size(path) == (600, 600)
+    (figure,) = saved_figure_objects
+    assert figure["axes"] == 2  # the landscape and its colour bar
+    assert figure["titles"][0] == "2-D"
+    # Unit box, 4 binary points, trajectory, start, optimum, legend entry.
+    assert figure["lines"][0] == 1 + 4 + 1 + 1 + 1 + 1
+
+
+def test_hidden_weight_divergence(tmp_path, saved_figure_objects):
+    rng = np.random.default_rng(0)
+    importance = rng.uniform(0, 10, 50)
+    magnitudes = np.outer(np.arange(11), importance / 10)
+    path = plots.plot_hidden_weight_divergence(
+        magnitudes,
+        importance=importance,
+        growth_rate=importance / 10,
+        path=tmp_path / "d.png",
+        title="divergence",
+        max_lines=20,
+    )
+    assert png_size(path) == (1100, 450)
+    (figure,) = saved_figure_objects
+    assert figure["suptitle"] == "divergence"
+    assert figure["segments"] == [20]  # at most max_lines trajectories drawn
+    assert figure["axes"] == 3  # two panels and the colour bar
+
+
+def test_loss_increase_by_hidden_weight(tmp_path, saved_figure_objects):
+    result = {
+        "mean_abs_wh": [0.2, 1.1, np.nan, 3.0],
+        "mean_increase": [0.01, 0.02, np.nan, 0.05],
+        "std_increase": [0.001, 0.002, np.nan, 0.003],
+    }
+    path = plots.plot_loss_increase_by_hidden_weight(
+        result, path=tmp_path / "i.png", title="dense_2"
+    )
+    assert png_size(path) == (600, 450)
+    # An object with per-weight values plots those.
+    from types import SimpleNamespace
+
+    per_weight = SimpleNamespace(
+        mean_abs_wh=np.array([1.0, 2.0]),
+        mean_increase=np.array([10.0, 20.0]),
+        std_increase=np.array([1.0, 1.0]),
+        mean_increase_per_weight=np.array([0.1, 0.2]),
+        std_increase_per_weight=np.array([0.01, 0.01]),
+    )
+    plots.plot_loss_increase_by_hidden_weight(per_weight, path=tmp_path / "w.png")
+    first, second = saved_figure_objects
+    assert first["titles"] == ["dense_2"]
+    assert first["errorbar_xy"] == [([0.2, 1.1, 3.0], [0.01, 0.02, 0.05])]
+    assert second["errorbar_xy"] == [([1.0, 2.0], [0.1, 0.2])]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda p: plots.plot_quadratic_landscape(
+                hessian=np.eye(3), optimum=[0, 0], trajectory=np.zeros((2, 2)), path=p
+            ),
+            "expected hessian (2, 2)",
+        ),
+        (
+            lambda p: plots.plot_quadratic_landscape(
+                hessian=np.eye(2),
+                optimum=[0, 0],
+                trajectory=[[0.0, np.nan]],
+                path=p,
+            ),
+            "finite",
+        ),
+        (
+            lambda p: plots.plot_hidden_weight_divergence(
+                np.ones((3, 4)), importance=np.ones(5), growth_rate=np.ones(4), path=p
+            ),
+            "expected magnitudes (T + 1, d)",
+        ),
+        (
+            lambda p: plots.plot_hidden_weight_divergence(
+                np.ones((3, 4)),
+                importance=np.ones(4),
+                growth_rate=np.ones(4),
+                path=p,
+                max_lines=0,
+            ),
+            "max_lines must be a positive integer",
+        ),
+        (
+            lambda p: plots.plot_loss_increase_by_hidden_weight(
+                {"mean_abs_wh": [1.0], "mean_increase": [1.0]}, path=p
+            ),
+            "no 'std_increase'",
+        ),
+        (
+            lambda p: plots.plot_loss_increase_by_hidden_weight(
+                {
+                    "mean_abs_wh": [1.0, 2.0],
+                    "mean_increase": [1.0],
+                    "std_increase": [0],
+                },
+                path=p,
+            ),
+            "one value per bin",
+        ),
+        (
+            lambda p: plots.plot_loss_increase_by_hidden_weight(
+                {"mean_abs_wh": [np.nan], "mean_increase": [1.0], "std_increase": [0]},
+                path=p,
+            ),
+            "all NaN",
+        ),
+    ],
+)
+def test_invalid_analysis_inputs(tmp_path, call, message):
+    path = tmp_path / "bad.png"
+    with pytest.raises(ValueError) as error:
+        call(path)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert not path.exists()
+    assert plt.get_fignums() == []

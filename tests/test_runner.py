@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.cli import main
-from training.runner import RunConfig, RunDirectoryError, _recalibrate_bn, run
+from training.cli import _parser, config_from_args, main
+from training.runner import (
+    RunConfig,
+    RunDirectoryError,
+    _new_optimizer,
+    _recalibrate_bn,
+    run,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +96,35 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, tiny_data_
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     for row_a, row_b in zip(metric_rows(whole.run_dir), metric_rows(split.run_dir)):
         assert row_a == row_b
+
+
+@pytest.mark.parametrize("baseline", ["ewc", "si"])
+def test_resumed_baseline_run_ends_exactly_like_an_uninterrupted_one(
+    tmp_path, tiny_data_dir, baseline
+):
+    overrides = dict(
+        num_tasks=2, baseline=baseline, ewc_lambda=50.0, si_c=5.0, evaluate="task"
+    )
+    whole = tiny_config(tmp_path / "a", tiny_data_dir, **overrides)
+    run(whole, verbose=0)
+    split = tiny_config(tmp_path / "b", tiny_data_dir, **overrides)
+    # Inside task 1 (SI's path integral half done), then inside task 2 (penalty on).
+    for stop in [1, 3] if baseline == "si" else [3]:
+        run(split, verbose=0, stop_after_epochs=stop)
+    run(split, verbose=0)
+    a, b = checkpoint_values(whole.run_dir), checkpoint_values(split.run_dir)
+    # The object graph names a restored optimizer's slots without its name scope.
+    for values in (a, b):
+        values.pop("_CHECKPOINTABLE_OBJECT_GRAPH")
+    accumulators = [name for name in a if name.startswith("model/consolidation/")]
+    assert len(accumulators) >= 2 * 3  # per kernel (3 layers), at least 2 each
+    assert any(np.abs(a[name]).max() > 0 for name in accumulators)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    rows = metric_rows(whole.run_dir)
+    assert rows == metric_rows(split.run_dir)
+    assert float(rows[0]["penalty"]) == 0 and float(rows[-1]["penalty"]) > 0
 
 
 def test_kill_minus_nine_then_same_command_resumes(tmp_path, tiny_data_dir):
@@ -203,6 +238,47 @@ def test_stream_and_joint_runs(tmp_path, tiny_data_dir):
     assert len(metric_rows(tmp_path / "j" / "run")) == 2
 
 
+def test_full_precision_run(tmp_path, tiny_data_dir):
+    config = tiny_config(tmp_path, tiny_data_dir, model="mlp_float", num_tasks=2)
+    optimizer = _new_optimizer(config)
+    assert optimizer.metaplastic_variables == "kernels"
+    summary = run(config, verbose=0)
+    assert np.array(summary["accuracy_matrix"]).shape == (2, 2)
+    assert summary["accuracy_matrix"][0][0] > 0.6
+    rows = metric_rows(tmp_path / "run")
+    assert "flipped" not in rows[0]  # no binary weights to diagnose
+    assert (tmp_path / "run" / "plots" / "hidden_weights_task_2.png").exists()
+    assert _new_optimizer(
+        tiny_config(tmp_path, tiny_data_dir)
+    ).metaplastic_variables == ("binary")
+
+
+def test_cli_baseline_and_float_model_options(tmp_path):
+    def config(*argv):
+        return config_from_args(_parser().parse_args(["permuted", *argv]))
+
+    ewc = config("--tasks", "10", "--meta", "0", "--baseline", "ewc")
+    assert (ewc.baseline, ewc.ewc_lambda, ewc.fisher_samples) == ("ewc", 5e3, 5000)
+    assert ewc.run_dir == "runs/permuted-mnist-m0-seed0-ewc"
+    si = config("--baseline", "si", "--si-c", "0.5", "--si-xi", "0.01")
+    assert (si.baseline, si.si_c, si.si_xi) == ("si", 0.5, 0.01)
+    assert si.run_dir == "runs/permuted-mnist-m1.35-seed0-si"
+    shuffled = config("--baseline", "ewc_random", "--ewc-lambda", "100")
+    assert (shuffled.baseline, shuffled.ewc_lambda) == ("ewc_random", 100.0)
+    float_model = config("--model", "mlp_float", "--hidden-units", "64")
+    assert (float_model.model, float_model.hidden_units) == ("mlp_float", (64,))
+    assert float_model.run_dir == "runs/permuted-mnist-m1.35-seed0-float"
+    assert config().baseline is None and config().run_dir.endswith("seed0")
+
+
+def test_baseline_with_a_strategy_is_refused(
+    tmp_path, tiny_data_dir, mirrored_strategy
+):
+    config = tiny_config(tmp_path, tiny_data_dir, baseline="si")
+    with pytest.raises(ValueError, match="does not run under tf.distribute"):
+        run(config, strategy=mirrored_strategy, verbose=0)
+
+
 def test_run_directory_of_another_configuration_is_refused(tmp_path, tiny_data_dir):
     config = tiny_config(tmp_path, tiny_data_dir, num_tasks=1, epochs=1)
     run(config, verbose=0)
@@ -220,6 +296,11 @@ def test_run_directory_of_another_configuration_is_refused(tmp_path, tiny_data_d
         ({"epochs": 0}, "epochs must be a positive integer"),
         ({"meta": -1.0}, "meta must be finite"),
         ({"datasets": ("mnist", "fashion_mnist")}, "takes one dataset"),
+        ({"baseline": "lwf"}, "baseline must be one of"),
+        ({"ewc_lambda": -1.0}, "ewc_lambda must be finite and >= 0"),
+        ({"si_xi": 0.0}, "si_xi must be finite and > 0"),
+        ({"fisher_samples": 0}, "fisher_samples must be a positive integer"),
+        ({"model": "mlp_binary"}, "model must be one of"),
     ],
 )
 def test_invalid_configuration(tmp_path, tiny_data_dir, overrides, message):
@@ -281,7 +362,11 @@ def test_run_directory_from_before_validation_split_resumes(tmp_path, tiny_data_
     first = run(config, verbose=0)
     path = tmp_path / "run" / "config.json"
     saved = json.loads(path.read_text())
-    del saved["validation_split"]  # written before the field existed
+    # Written before these fields existed.
+    for field in ("validation_split", "baseline", "ewc_lambda", "fisher_samples"):
+        del saved[field]
+    for field in ("si_c", "si_xi"):
+        del saved[field]
     path.write_text(json.dumps(saved))
     again = run(config, verbose=0)
     assert again["accuracy_matrix"] == first["accuracy_matrix"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo import mlp_meta, vgg16_meta, vgg_small_meta
+from zoo import mlp_float, mlp_meta, vgg16_meta, vgg_small_meta
 
 M = "M"
 VGG16 = [64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M]
@@ -284,3 +284,89 @@ def test_input_tensor(case):
 
     with pytest.raises(ValueError, match="input_tensor"):
         factory(input_tensor=np.zeros((1, *shape), "float32"))
+
+
+def test_mlp_float_has_the_shape_of_mlp_meta():
+    kwargs = dict(hidden_units=(16, 8, 12), input_shape=(6, 6, 1), num_classes=3)
+    model, binary = mlp_float(**kwargs), mlp_meta(**kwargs)
+    assert model.count_params() == binary.count_params()
+    assert not binary_layers(model)
+    names = [layer.name for layer in model.layers]
+    assert names == [
+        "input",
+        "flatten",
+        "dense_1",
+        "bn_1",
+        "relu_1",
+        "dense_2",
+        "bn_2",
+        "relu_2",
+        "dense_3",
+        "bn_3",
+        "relu_3",
+        "dense_out",
+        "bn_out",  # logits: no ReLU, no softmax
+    ]
+    for name in ("dense_1", "dense_2", "dense_3", "dense_out"):
+        layer = model.get_layer(name)
+        assert type(layer) is tf.keras.layers.Dense and not layer.use_bias
+        assert layer.activation is tf.keras.activations.linear
+    bn = model.get_layer("bn_1")
+    assert (bn.momentum, bn.epsilon) == (0.9, 1e-5)
+    assert mlp_float().count_params() == mlp_meta().count_params()
+
+    # Forward pass, by hand: dense -> BN (inference) -> ReLU, ..., dense -> BN.
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in model.get_weights()])
+    x, _ = random_batch(model, 4)
+    h = x.reshape(4, -1).astype("float64")
+    for tag in ("1", "2", "3", "out"):
+        h = h @ model.get_layer(f"dense_{tag}").kernel.numpy()
+        gamma, beta, mean, var = model.get_layer(f"bn_{tag}").get_weights()
+        h = gamma * (h - mean) / np.sqrt(var + 1e-5) + beta
+        if tag != "out":
+            h = np.maximum(h, 0.0)
+    np.testing.assert_allclose(model(x, training=False).numpy(), h, rtol=1e-5)
+
+
+def test_mlp_float_trains_and_round_trips(tmp_path):
+    kwargs = dict(hidden_units=(16,), input_shape=(6,), num_classes=3)
+    model = mlp_float(**kwargs)
+    model.compile(
+        optimizer=tf.keras.optimizers.legacy.Adam(0.01),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    kernels = [model.get_layer(n).kernel for n in ("dense_1", "dense_out")]
+    before = [k.numpy() for k in kernels]
+    model.train_on_batch(*random_batch(model, BATCH_SIZE))
+    assert all(np.any(k.numpy() != b) for k, b in zip(kernels, before))
+    path = str(tmp_path / "weights.h5")
+    model.save_weights(path)
+    x, _ = random_batch(model, 2)
+    loaded = mlp_float(**kwargs, weights=path)
+    np.testing.assert_array_equal(
+        loaded(x, training=False).numpy(), model(x, training=False).numpy()
+    )
+    for bad in ({"hidden_units": ()}, {"num_classes": 0}, {"input_shape": (0,)}):
+        with pytest.raises(ValueError):
+            mlp_float(**bad)
+
+
+@pytest.mark.parametrize("factory", [mlp_meta, vgg16_meta, vgg_small_meta])
+def test_pretrained_argument(factory, tmp_path):
+    """`pretrained` is a keyword-only bool, False by default, exclusive with `weights`
+    (the pretrained registry itself is tested in tests/test_pretrained.py)."""
+    import inspect
+
+    parameter = inspect.signature(factory).parameters["pretrained"]
+    assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameter.default is False
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"")
+    for kwargs, match in [
+        ({"pretrained": True, "weights": str(path)}, "not both"),
+        ({"pretrained": 1}, "`pretrained` should be True or False"),
+        ({"pretrained": "mlp_meta_fashion_mnist_stream"}, "should be True or False"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            factory(**kwargs)

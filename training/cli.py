@@ -76,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
         p.add_argument("--batch-size", type=int)
-        p.add_argument("--model", choices=["mlp_meta", "vgg16_meta", "vgg_small_meta"])
+        p.add_argument(
+            "--model",
+            choices=["mlp_meta", "mlp_float", "vgg16_meta", "vgg_small_meta"],
+            help="zoo model; mlp_float: full-precision MLP of the same shape, "
+            "metaplastic rule on its float kernels",
+        )
         p.add_argument(
             "--hidden-units",
             type=int,
@@ -84,6 +89,24 @@ def _parser() -> argparse.ArgumentParser:
             metavar="H",
             help="MLP widths (default 1024 1024)",
         )
+        p.add_argument(
+            "--baseline",
+            choices=["ewc", "ewc_random", "si"],
+            help="continual-learning baseline with task boundaries: EWC, EWC with "
+            "shuffled Fisher (random consolidation) or Synaptic Intelligence; "
+            "combines with --meta (the paper's EWC runs: --meta 0)",
+        )
+        p.add_argument(
+            "--ewc-lambda", type=float, help="EWC strength (default: paper's 5e3)"
+        )
+        p.add_argument(
+            "--fisher-samples",
+            type=int,
+            metavar="N",
+            help="training examples of each task's Fisher estimate (default 5000)",
+        )
+        p.add_argument("--si-c", type=float, help="SI strength (default 0.1)")
+        p.add_argument("--si-xi", type=float, help="SI damping (default 0.1)")
         p.add_argument(
             "--joint",
             action="store_true",
@@ -174,6 +197,11 @@ def config_from_args(args: argparse.Namespace):
             "batch_size",
             "model",
             "augment",
+            "baseline",
+            "ewc_lambda",
+            "fisher_samples",
+            "si_c",
+            "si_xi",
         )
         if getattr(args, k, None) is not None
     }
@@ -184,6 +212,8 @@ def config_from_args(args: argparse.Namespace):
     run_dir = args.run_dir or (
         f"runs/{args.command}-{name}-m{values['meta']:g}-seed{args.seed}"
         + ("-joint" if args.joint else "")
+        + ("-float" if values.get("model") == "mlp_float" else "")
+        + (f"-{args.baseline}" if args.baseline else "")
     )
     return RunConfig(
         protocol=protocol,

@@ -8,9 +8,12 @@ towards zero (`sign(Wh) * m_hat > 0`, gated on Adam's first moment, not on the r
 gradient). Steps that push `Wh` away from zero, and all non-binary variables (BatchNorm,
 float layers), get plain Adam. `m = 0` is exactly Adam.
 
-Only binary latent kernels are damped: Larq quantized variables of precision 1, such as
-the kernels of every binary layer in `zoo`. Their latent weights must be free to grow,
-so use `SteSign(clip_value=None)` as kernel quantizer and no `weight_clip` constraint.
+By default only binary latent kernels are damped: Larq quantized variables of precision
+1, such as the kernels of every binary layer in `zoo`. Their latent weights must be free
+to grow, so use `SteSign(clip_value=None)` as kernel quantizer and no `weight_clip`
+constraint. `metaplastic_variables="kernels"` applies the same rule to every variable
+named `.../kernel`, float ones included, with `sign(W)` and `|W|` of the float weight:
+the full-precision network of the paper's comparison (Fig. 2f, `zoo.mlp_float`).
 
 !!! example
     ```python
@@ -33,7 +36,10 @@ from collections.abc import Iterable, Mapping
 
 import tensorflow as tf
 
-__all__ = ["MetaplasticAdam", "is_binary_variable", "layer_name"]
+__all__ = ["MetaplasticAdam", "is_binary_variable", "is_kernel_variable", "layer_name"]
+
+# Which variables get the metaplastic rule: binary latent kernels, or every kernel.
+METAPLASTIC_VARIABLES = ("binary", "kernels")
 
 
 def is_binary_variable(var: tf.Variable) -> bool:
@@ -43,6 +49,15 @@ def is_binary_variable(var: tf.Variable) -> bool:
         var: a variable, as passed to the optimizer.
     """
     return getattr(var, "precision", None) == 1
+
+
+def is_kernel_variable(var: tf.Variable) -> bool:
+    """Returns `True` for a layer's kernel: a variable named `.../kernel`.
+
+    # Arguments
+        var: a variable, as passed to the optimizer.
+    """
+    return var.name.split(":")[0].rpartition("/")[2] == "kernel"
 
 
 def _var_key(var) -> object:
@@ -98,7 +113,9 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
     `sign(Wh) * m_hat > 0` the step on a binary latent weight is multiplied by
     `1 - tanh(m * |Wh|)**2`, with `Wh` taken before the update. Variables that are not
     binary latent kernels (BatchNorm, float layers) and layers with `m = 0` get the
-    plain legacy-Keras Adam update.
+    plain legacy-Keras Adam update. With `metaplastic_variables="kernels"` every kernel
+    (float ones included, `W` in place of `Wh`) gets the rule; BatchNorm variables and
+    biases still get plain Adam.
 
     # Arguments
         learning_rate: a positive float or a `LearningRateSchedule`. The paper uses
@@ -113,13 +130,18 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
         epsilon: added to `sqrt(v)`; 1e-8 as PyTorch's Adam in the reference code.
         weight_decay: L2 coefficient added to the gradient of every variable before
             the moments are updated (the reference code's `weight_decay`).
+        metaplastic_variables: `"binary"`: the rule applies to binary latent kernels
+            (`is_binary_variable`); `"kernels"`: to every variable named `.../kernel`
+            (`is_kernel_variable`), e.g. the float kernels of `zoo.mlp_float` as in the
+            paper's full-precision comparison (Fig. 2f).
         name: name of the optimizer.
         **kwargs: passed to the legacy Keras optimizer (`clipnorm`, ...).
 
     # Raises
         ValueError: if `m` is negative or not finite, if `learning_rate` is not
-            positive, or (when training starts) if a layer named in `meta` holds no
-            binary kernel among the variables being trained.
+            positive, if `metaplastic_variables` is unknown, or (when training starts)
+            if a layer named in `meta` holds no metaplastic kernel among the variables
+            being trained.
 
     # References
         - [Synaptic metaplasticity in binarized neural networks](
@@ -136,6 +158,7 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         weight_decay: float = 0.0,
+        metaplastic_variables: str = "binary",
         name: str = "MetaplasticAdam",
         **kwargs,
     ):
@@ -152,6 +175,12 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
         self.meta = meta
         self.default_meta = _check_meta(default_meta, "default_meta")
         self.weight_decay = _check_meta(weight_decay, "weight_decay")
+        if metaplastic_variables not in METAPLASTIC_VARIABLES:
+            raise ValueError(
+                f"metaplastic_variables must be one of {METAPLASTIC_VARIABLES}, "
+                f"got {metaplastic_variables!r}."
+            )
+        self.metaplastic_variables = metaplastic_variables
         if kwargs.pop("amsgrad", False):
             raise ValueError("MetaplasticAdam does not support amsgrad=True.")
         super().__init__(
@@ -164,10 +193,16 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
         )
         # Variable key -> m, filled when a variable is first seen by apply_gradients.
         self._meta_by_var: dict[object, float] = {}
-        self._binary_layers: set[str] = set()
+        self._metaplastic_layers: set[str] = set()
+
+    def is_metaplastic(self, var: tf.Variable) -> bool:
+        """Whether `var` gets the metaplastic rule (see `metaplastic_variables`)."""
+        if self.metaplastic_variables == "kernels":
+            return is_kernel_variable(var)
+        return is_binary_variable(var)
 
     def meta_for_layer(self, layer_name: str) -> float:
-        """The `m` applied to the binary kernel of the layer called `layer_name`."""
+        """The `m` applied to the metaplastic kernel of the layer called `layer_name`."""
         if isinstance(self.meta, Mapping):
             return self.meta.get(layer_name, self.default_meta)
         return self.meta
@@ -179,18 +214,20 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
             return
         for var in new:
             m = 0.0
-            if is_binary_variable(var):
+            if self.is_metaplastic(var):
                 layer = layer_name(var).rpartition("/")[2]
-                self._binary_layers.add(layer)
+                self._metaplastic_layers.add(layer)
                 m = self.meta_for_layer(layer)
             self._meta_by_var[_var_key(var)] = m
         if isinstance(self.meta, Mapping):
-            unknown = sorted(set(self.meta) - self._binary_layers)
+            unknown = sorted(set(self.meta) - self._metaplastic_layers)
             if unknown:
+                binary = self.metaplastic_variables == "binary"
                 raise ValueError(
-                    f"meta names layers with no binary kernel among the trained "
-                    f"variables: {unknown}; binary layers are "
-                    f"{sorted(self._binary_layers)}."
+                    f"meta names layers with no {'binary kernel' if binary else 'kernel'} "
+                    f"among the trained variables: {unknown}; "
+                    f"{'binary' if binary else 'kernel'} layers are "
+                    f"{sorted(self._metaplastic_layers)}."
                 )
 
     def apply_gradients(self, grads_and_vars, name=None, **kwargs):
@@ -238,6 +275,7 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
             "meta": meta,
             "default_meta": self.default_meta,
             "weight_decay": self.weight_decay,
+            "metaplastic_variables": self.metaplastic_variables,
         }
 
     @classmethod

@@ -4,7 +4,13 @@
   switches marked (Fig. 2 of Laborieux et al., 2021);
 - `plot_hidden_weight_histograms`: distribution of `|Wh|` per binary layer, the fraction
   of consolidated weights (`|Wh| > 1`) in the titles;
-- `plot_accuracy_comparison`: final accuracy per task of several runs side by side.
+- `plot_accuracy_comparison`: final accuracy per task of several runs side by side;
+- `plot_quadratic_landscape`: the 2-D quadratic binary task (Fig. 5a): loss contours,
+  the four binary points, the hidden-weight trajectory and the real optimum;
+- `plot_hidden_weight_divergence`: `|Wh|` over time coloured by importance, and growth
+  rate vs importance (Fig. 5b, `training.toy_quadratic`);
+- `plot_loss_increase_by_hidden_weight`: loss increase caused by flipping weights, per
+  bin of `|Wh|` (Fig. 5b-e, `training.importance`).
 
 Figures are built as `matplotlib.figure.Figure` objects rendered by the Agg canvas, so
 no display is needed, the global pyplot backend is left alone and no figure stays open.
@@ -31,6 +37,9 @@ __all__ = [
     "plot_task_accuracies",
     "plot_hidden_weight_histograms",
     "plot_accuracy_comparison",
+    "plot_quadratic_landscape",
+    "plot_hidden_weight_divergence",
+    "plot_loss_increase_by_hidden_weight",
 ]
 
 # Above this many lines or bars, a legend hides the data.
@@ -263,5 +272,275 @@ def plot_accuracy_comparison(
         ax.legend(loc="best", fontsize="small")
     if title:
         ax.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_quadratic_landscape(
+    *,
+    hessian,
+    optimum,
+    trajectory,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> str:
+    """A 2-D quadratic binary problem: loss contours, binary points and trajectory.
+
+    Draws the contours of `L(W) = ½ (W − W*)ᵀ H (W − W*)` over the plane, the four
+    binary points `{−1, +1}²` (the best one filled), the unit box they span, the
+    hidden-weight trajectory (arrows from step to step) and the real optimum `W*`.
+
+    # Arguments
+        hessian: `H`, shape `(2, 2)`, symmetric.
+        optimum: `W*`, shape `(2,)`.
+        trajectory: hidden weights at each step, shape `(T + 1, 2)`, `T >= 0`.
+        path: PNG file to write; parent folders are created.
+        title: figure title.
+
+    # Returns
+        `path`, as a string.
+
+    # Raises
+        ValueError: if the shapes are not those above or values are not finite.
+    """
+    hessian = np.asarray(hessian, dtype=np.float64)
+    optimum = np.asarray(optimum, dtype=np.float64)
+    trajectory = np.asarray(trajectory, dtype=np.float64)
+    if (
+        hessian.shape != (2, 2)
+        or optimum.shape != (2,)
+        or trajectory.ndim != 2
+        or trajectory.shape[1:] != (2,)
+        or len(trajectory) == 0
+    ):
+        raise ValueError(
+            f"expected hessian (2, 2), optimum (2,) and trajectory (T + 1, 2), got "
+            f"{hessian.shape}, {optimum.shape} and {trajectory.shape}."
+        )
+    if not all(np.isfinite(a).all() for a in (hessian, optimum, trajectory)):
+        raise ValueError("hessian, optimum and trajectory must be finite.")
+
+    corners = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+    diff = corners - optimum
+    corner_loss = 0.5 * np.einsum("ni,ij,nj->n", diff, hessian, diff)
+    extent = 1.15 * max(np.abs(trajectory).max(), np.abs(optimum).max(), 1.5)
+    grid = np.linspace(-extent, extent, 200)
+    gx, gy = np.meshgrid(grid, grid)
+    points = np.stack([gx, gy], axis=-1) - optimum
+    loss = 0.5 * np.einsum("...i,ij,...j->...", points, hessian, points)
+
+    figure = _new_figure(6.0, 6.0)
+    ax = figure.add_subplot()
+    filled = ax.contourf(gx, gy, loss, levels=30, cmap="Oranges")
+    figure.colorbar(filled, ax=ax, shrink=0.8, label="L(W)")
+    box = np.array([[-1, -1], [-1, 1], [1, 1], [1, -1], [-1, -1]])
+    ax.plot(box[:, 0], box[:, 1], color="black", linewidth=1)
+    best = int(np.argmin(corner_loss))
+    for index, (x, y) in enumerate(corners):
+        ax.plot(
+            x,
+            y,
+            "o",
+            markersize=9,
+            markeredgecolor="black",
+            markerfacecolor="black" if index == best else "white",
+        )
+        ax.annotate(
+            f"L={corner_loss[index]:.2f}",
+            (x, y),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize="small",
+        )
+    ax.plot(
+        trajectory[:, 0],
+        trajectory[:, 1],
+        "o-",
+        color="tab:blue",
+        markersize=3,
+        linewidth=1,
+        label="hidden weights Wh",
+    )
+    for start, end in zip(trajectory[:-1], trajectory[1:]):
+        ax.annotate(
+            "",
+            xy=end,
+            xytext=start,
+            arrowprops={"arrowstyle": "->", "color": "tab:blue", "linewidth": 1},
+        )
+    ax.plot(*trajectory[0], "s", color="tab:blue", markersize=7, label="Wh at start")
+    ax.plot(*optimum, "*", color="tab:red", markersize=16, label="optimum W*")
+    ax.plot([], [], "o", color="black", label="best binary point")
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.set_xlabel("Wh (component 1)")
+    ax.set_ylabel("Wh (component 2)")
+    ax.legend(loc="lower left", fontsize="small")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_hidden_weight_divergence(
+    magnitudes,
+    *,
+    importance,
+    growth_rate,
+    path: str | os.PathLike,
+    title: str | None = None,
+    max_lines: int = 500,
+) -> str:
+    """`|Wh|` over time coloured by importance (left), growth rate vs importance (right).
+
+    # Arguments
+        magnitudes: `|Wh|` at every step, shape `(T + 1, d)`.
+        importance: importance of each component (e.g. the loss increase of flipping
+            it), shape `(d,)`.
+        growth_rate: growth rate of each `|Wh|`, shape `(d,)`.
+        path: PNG file to write; parent folders are created.
+        title: figure title.
+        max_lines: at most this many trajectories are drawn (evenly spaced in
+            importance order); the scatter shows every component.
+
+    # Returns
+        `path`, as a string.
+
+    # Raises
+        ValueError: if the shapes disagree or values are not finite.
+    """
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
+
+    magnitudes = np.asarray(magnitudes, dtype=np.float64)
+    importance = np.asarray(importance, dtype=np.float64)
+    growth_rate = np.asarray(growth_rate, dtype=np.float64)
+    if (
+        magnitudes.ndim != 2
+        or 0 in magnitudes.shape
+        or importance.shape != (magnitudes.shape[1],)
+        or growth_rate.shape != importance.shape
+    ):
+        raise ValueError(
+            f"expected magnitudes (T + 1, d) and importance, growth_rate (d,), got "
+            f"{magnitudes.shape}, {importance.shape} and {growth_rate.shape}."
+        )
+    if not all(np.isfinite(a).all() for a in (magnitudes, importance, growth_rate)):
+        raise ValueError("magnitudes, importance and growth_rate must be finite.")
+    max_lines = _check_count(max_lines, "max_lines")
+
+    order = np.argsort(importance)
+    shown = order[np.unique(np.linspace(0, len(order) - 1, max_lines).astype(int))]
+    norm = Normalize(importance.min(), importance.max())
+    steps = np.arange(magnitudes.shape[0])
+    figure = _new_figure(11.0, 4.5)
+    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    lines = LineCollection(
+        [np.column_stack([steps, magnitudes[:, i]]) for i in shown],
+        cmap="viridis",
+        norm=norm,
+        linewidths=0.6,
+    )
+    lines.set_array(importance[shown])
+    left.add_collection(lines)
+    left.set_xlim(0, steps[-1])
+    left.set_ylim(0, 1.05 * magnitudes.max())
+    left.set_xlabel("step")
+    left.set_ylabel("|Wh|")
+    left.set_title("hidden weights, coloured by importance", fontsize="medium")
+    figure.colorbar(lines, ax=left, label="importance")
+    right.scatter(importance, growth_rate, s=8, c=importance, cmap="viridis", norm=norm)
+    right.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+    right.set_xlabel("importance")
+    right.set_ylabel("growth rate of |Wh| (per step)")
+    right.set_title("divergence speed vs importance", fontsize="medium")
+    right.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _check_count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _field(result, name: str) -> np.ndarray:
+    if isinstance(result, Mapping):
+        value = result.get(name)
+    else:
+        value = getattr(result, name, None)
+    if value is None:
+        raise ValueError(
+            f"result has no {name!r}: pass a LossIncreaseResult or a dict."
+        )
+    return np.asarray(value, dtype=np.float64)
+
+
+def plot_loss_increase_by_hidden_weight(
+    result,
+    *,
+    path: str | os.PathLike,
+    title: str | None = None,
+    ylabel: str = "loss increase per flipped weight",
+) -> str:
+    """Loss increase caused by flipping binary weights, against their `|Wh|` (Fig. 5b-e).
+
+    One point per bin of `|Wh|` at the mean `|Wh|` of its flipped weights, with the
+    standard deviation over draws as error bar; bins without a value (NaN: too few
+    weights) are left out.
+
+    # Arguments
+        result: a `training.importance.LossIncreaseResult`, or any object or mapping
+            with arrays `mean_abs_wh`, `mean_increase` and `std_increase` (one value
+            per bin; the result's `per_weight` arrays are plotted when it has them).
+        path: PNG file to write; parent folders are created.
+        title: figure title.
+        ylabel: y-axis label.
+
+    # Returns
+        `path`, as a string.
+
+    # Raises
+        ValueError: if a field is missing, the arrays differ in length, or no bin has
+            a value.
+    """
+    names = ("mean_abs_wh", "mean_increase", "std_increase")
+    per_weight = ("mean_increase_per_weight", "std_increase_per_weight")
+    has_per_weight = all(
+        (name in result) if isinstance(result, Mapping) else hasattr(result, name)
+        for name in per_weight
+    )
+    if has_per_weight:
+        names = ("mean_abs_wh", *per_weight)
+    x, y, err = (_field(result, name).ravel() for name in names)
+    if not len(x) == len(y) == len(err):
+        raise ValueError(
+            f"mean_abs_wh, mean_increase and std_increase must have one value per bin, "
+            f"got lengths {len(x)}, {len(y)} and {len(err)}."
+        )
+    valid = np.isfinite(x) & np.isfinite(y)
+    if not valid.any():
+        raise ValueError("no bin has a value to plot (all NaN).")
+
+    figure = _new_figure(6.0, 4.5)
+    ax = figure.add_subplot()
+    ax.errorbar(
+        x[valid],
+        y[valid],
+        yerr=np.nan_to_num(err[valid]),
+        fmt="o",
+        color="tab:blue",
+        capsize=3,
+    )
+    ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("|Wh| of the flipped weights")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize="medium", pad=14)  # clear of the y offset text
     figure.tight_layout()
     return _save(figure, path)

@@ -13,6 +13,8 @@ with `model.fit`, evaluates every task after every epoch, and writes a run direc
 
 Running the same configuration into the same directory again continues from the last
 completed epoch and ends with the same weights and metrics as an uninterrupted run.
+With `baseline="ewc" | "ewc_random" | "si"` the model is trained with that
+continual-learning baseline (`training.baselines`), consolidated at the end of each task.
 
 !!! example
     ```python
@@ -39,10 +41,15 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from training import metrics, plots
+from training import baselines, metrics, plots
 from training.callbacks import MetaplasticityDiagnostics
 from training.data import ImageDataset, load_dataset
-from training.optimizers import MetaplasticAdam, is_binary_variable, layer_name
+from training.optimizers import (
+    MetaplasticAdam,
+    is_binary_variable,
+    is_kernel_variable,
+    layer_name,
+)
 from training.protocols import (
     Task,
     dataset_sequence,
@@ -54,10 +61,16 @@ from training.protocols import (
 __all__ = ["RunConfig", "run", "build_tasks", "RunDirectoryError"]
 
 PROTOCOLS = ("permuted", "sequence", "stream")
-MODELS = ("mlp_meta", "vgg16_meta", "vgg_small_meta")
+MODELS = ("mlp_meta", "mlp_float", "vgg16_meta", "vgg_small_meta")
+MLP_MODELS = ("mlp_meta", "mlp_float")  # take `hidden_units`
+BASELINES = (None, *baselines.BASELINES)
 BN_SCENARIOS = ("task", "domain")
 EVALUATE = ("epoch", "task")
 AUGMENTATIONS = (None, "flip_crop", "flip_rotate")
+
+
+# Seed offset of the data each baseline consolidates on (EWC's Fisher samples).
+_CONSOLIDATION_SEED = 50_021
 
 
 class RunDirectoryError(ValueError):
@@ -74,9 +87,20 @@ class RunConfig:
         datasets: dataset names or image-folder paths (`training.data.load_dataset`).
         num_tasks: permuted tasks or stream subsets (ignored for sequences).
         joint: train on the union of all tasks at once (the upper-bound reference).
-        model: a zoo model name; `hidden_units` applies to `mlp_meta`.
+        model: a zoo model name; `hidden_units` applies to `mlp_meta` and `mlp_float`.
+            `"mlp_float"` (full precision) is trained with the metaplastic rule on its
+            float kernels (`MetaplasticAdam(metaplastic_variables="kernels")`).
         meta: the metaplasticity m of `MetaplasticAdam` (0 is plain Adam), or a mapping
             from binary layer name to m (layers not named get 0).
+        baseline: `None`, or a continual-learning baseline with task boundaries
+            (`training.baselines`): `"ewc"`, `"ewc_random"` (EWC with shuffled Fisher
+            values, the paper's control) or `"si"` (Synaptic Intelligence). It
+            combines with any `meta` (the paper's EWC runs use `meta=0`).
+        ewc_lambda: EWC strength (paper: 5e3).
+        fisher_samples: training examples of each task's Fisher estimate (reference
+            code: 5000).
+        si_c, si_xi: SI strength (Zenke et al. 2017: 0.1) and damping (reference
+            code: 0.1).
         learning_rate, batch_size, epochs: optimizer step, batch, epochs per task.
         optimizer_per_task: a fresh optimizer (new Adam moments) for every task, as in the
             paper's permuted-MNIST experiment; else one optimizer for the whole run.
@@ -106,6 +130,11 @@ class RunConfig:
     model: str = "mlp_meta"
     hidden_units: tuple[int, ...] = (1024, 1024)
     meta: float | dict[str, float] = 1.35
+    baseline: str | None = None
+    ewc_lambda: float = baselines.EWC_LAMBDA
+    fisher_samples: int = baselines.FISHER_SAMPLES
+    si_c: float = baselines.SI_C
+    si_xi: float = baselines.SI_XI
     learning_rate: float = 0.005
     batch_size: int = 100
     epochs: int = 5
@@ -138,7 +167,21 @@ class RunConfig:
                 f"protocol {self.protocol!r} takes one dataset",
             ),
         ]
-        for name in ("num_tasks", "batch_size", "epochs"):
+        checks.append(
+            (self.baseline in BASELINES, f"baseline must be one of {BASELINES}")
+        )
+        for name, bound in (("ewc_lambda", ">= 0"), ("si_c", ">= 0"), ("si_xi", "> 0")):
+            value = getattr(self, name)
+            checks.append(
+                (
+                    isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                    and np.isfinite(value)
+                    and (value > 0 if bound == "> 0" else value >= 0),
+                    f"{name} must be finite and {bound}",
+                )
+            )
+        for name in ("num_tasks", "batch_size", "epochs", "fisher_samples"):
             value = getattr(self, name)
             checks.append(
                 (
@@ -235,7 +278,7 @@ def _build_model(
     config: RunConfig, input_shape, num_classes: int, synchronized_bn: bool
 ):
     tf.keras.utils.set_random_seed(config.seed)
-    kwargs = {"hidden_units": config.hidden_units} if config.model == "mlp_meta" else {}
+    kwargs = {"hidden_units": config.hidden_units} if config.model in MLP_MODELS else {}
     model = getattr(zoo, config.model)(
         input_shape=input_shape, num_classes=num_classes, **kwargs
     )
@@ -298,12 +341,28 @@ def _recalibrate_bn(model: tf.keras.Model, batches: tf.data.Dataset) -> None:
             layer.rate = rate
 
 
-def _binary_kernels(model) -> dict[str, np.ndarray]:
-    return {
+def _hidden_weights(model) -> dict[str, np.ndarray]:
+    """Layer -> its binary hidden weights; the float kernels if there are none."""
+    weights = {
         layer_name(v): v.numpy()
         for v in model.trainable_variables
         if is_binary_variable(v)
     }
+    return weights or {
+        layer_name(v): v.numpy()
+        for v in model.trainable_variables
+        if is_kernel_variable(v)
+    }
+
+
+def _new_optimizer(config: RunConfig) -> MetaplasticAdam:
+    """The optimizer of a run: `MetaplasticAdam` with the run's learning rate and m,
+    on the binary kernels, or on the float kernels of `mlp_float` (paper, Fig. 2f)."""
+    return MetaplasticAdam(
+        config.learning_rate,
+        meta=config.meta,
+        metaplastic_variables="kernels" if config.model == "mlp_float" else "binary",
+    )
 
 
 class _RunState:
@@ -454,6 +513,11 @@ def run(
             "jit_compile (XLA) does not combine with tf.distribute strategies on CPU; "
             "drop jit_compile or the strategy."
         )
+    if strategy is not None and config.baseline is not None:
+        raise ValueError(
+            f"baseline {config.baseline!r} does not run under tf.distribute "
+            f"strategies; drop the baseline or the strategy."
+        )
     run_dir = _prepare_run_dir(config, overwrite)
     state = _RunState(run_dir)
     resumed = state.load()
@@ -468,16 +532,29 @@ def run(
         model = _build_model(
             config, input_shape, num_classes, synchronized_bn=distributed
         )
+    if config.baseline is not None:
+        model = baselines.with_baseline(
+            model,
+            config.baseline,
+            ewc_lambda=config.ewc_lambda,
+            fisher_samples=config.fisher_samples,
+            si_c=config.si_c,
+            si_xi=config.si_xi,
+            seed=config.seed,
+        )
     bn_layers = _bn_layers(model)
     test_data = {t.name: t.test_data(batch_size=1000) for t in eval_tasks}
     diagnostics = MetaplasticityDiagnostics(
         log_dir=str(run_dir / "tensorboard"), per_layer_logs=False
     )
+    # Sign flips and |Wh| of binary weights; a float model has none.
+    binary = any(is_binary_variable(v) for v in model.trainable_variables)
+    callbacks = [diagnostics] if binary else []
     checkpoint_dir = run_dir / "checkpoint"
 
-    def new_optimizer():
+    def compile_model():
         with strategy.scope():
-            optimizer = MetaplasticAdam(config.learning_rate, meta=config.meta)
+            optimizer = _new_optimizer(config)
             model.compile(
                 optimizer,
                 loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -508,7 +585,7 @@ def run(
                 _set_bn(bn_layers, current)
         return accuracies
 
-    optimizer = new_optimizer()
+    optimizer = compile_model()
     epochs_per_task = config.epochs
     if resumed and state.checkpoint:
         next_task = state.completed_epochs // epochs_per_task
@@ -536,7 +613,7 @@ def run(
             if stop_after_epochs is not None and global_epoch >= stop_after_epochs:
                 return {"stopped_after_epochs": global_epoch, "run_dir": str(run_dir)}
             if task_epoch == 0 and task_index > 0 and config.optimizer_per_task:
-                optimizer = new_optimizer()
+                optimizer = compile_model()
             # Seeds depend only on the epoch, so that a resumed run repeats the same draws.
             tf.keras.utils.set_random_seed(config.seed * 100_003 + global_epoch)
             train = task.train_data(
@@ -548,18 +625,30 @@ def run(
                 train,
                 initial_epoch=global_epoch,
                 epochs=global_epoch + 1,
-                callbacks=[diagnostics],
+                callbacks=callbacks,
                 verbose=verbose,
             )
             if task_epoch == epochs_per_task - 1:
                 state.bn_states[task_index] = _get_bn(bn_layers)
+                if config.baseline is not None:
+                    # Fisher / importance of the task, with its BatchNorm state; saved
+                    # with this epoch's checkpoint.
+                    model.consolidate(
+                        task.train_data(
+                            batch_size=config.batch_size,
+                            seed=config.seed * 100_003
+                            + _CONSOLIDATION_SEED
+                            + task_index,
+                        )
+                    )
+            diagnosed = diagnostics.history[-1] if callbacks else {}
             row = {
                 "epoch": global_epoch + 1,
                 "task_index": task_index,
                 "task": task.name,
                 "task_epoch": task_epoch + 1,
                 **{k: float(v[-1]) for k, v in history.history.items()},
-                **{k: v for k, v in diagnostics.history[-1].items() if k != "epoch"},
+                **{k: v for k, v in diagnosed.items() if k != "epoch"},
             }
             if config.evaluate == "epoch" or task_epoch == epochs_per_task - 1:
                 row.update(evaluate(task_index + 1))
@@ -576,7 +665,7 @@ def run(
         if not trained:
             continue
         plots.plot_hidden_weight_histograms(
-            _binary_kernels(model),
+            _hidden_weights(model),
             path=str(run_dir / "plots" / f"hidden_weights_{task.name}.png"),
             title=f"|Wh| after {task.name}",
         )
@@ -626,7 +715,8 @@ def _finish(config, run_dir, state, tasks, eval_tasks, verbose) -> dict:
         task_boundaries=boundaries,
         task_names=names,
         path=str(run_dir / "plots" / "task_accuracies.png"),
-        title=f"{config.protocol} {'/'.join(config.datasets)}, m = {config.meta}",
+        title=f"{config.protocol} {'/'.join(config.datasets)}, m = {config.meta}"
+        + (f", {config.baseline}" if config.baseline else ""),
     )
     matrix = _task_matrix(state.rows, eval_tasks, len(tasks))
     summary = {

@@ -2,7 +2,8 @@
 
 Every factory takes keyword arguments only and returns a built `tf.keras.Model` that
 outputs logits. Binary kernels use `SteSign(clip_value=None)` and no weight clipping, so
-the metaplastic optimizer sees every latent weight's full gradient.
+the metaplastic optimizer sees every latent weight's full gradient. `mlp_float` is the
+full-precision network of the same shape as `mlp_meta`, the paper's float reference.
 
 ```python
 import tensorflow as tf
@@ -16,7 +17,24 @@ model.compile(
 ```
 """
 
-from zoo.mlp import mlp_meta
+from zoo.mlp import mlp_float, mlp_meta
+from zoo.pretrained import (
+    archive_pretrained,
+    load_pretrained,
+    package_pretrained,
+    pretrained_models,
+    register_pretrained,
+)
 from zoo.vgg import vgg16_meta, vgg_small_meta
 
-__all__ = ["mlp_meta", "vgg16_meta", "vgg_small_meta"]
+__all__ = [
+    "archive_pretrained",
+    "load_pretrained",
+    "mlp_float",
+    "mlp_meta",
+    "package_pretrained",
+    "pretrained_models",
+    "register_pretrained",
+    "vgg16_meta",
+    "vgg_small_meta",
+]

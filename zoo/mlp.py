@@ -1,7 +1,9 @@
-"""The binarized MLP of Laborieux et al. 2021 (permuted-MNIST experiments).
+"""The binarized MLP of Laborieux et al. 2021 (permuted-MNIST experiments), and its
+full-precision counterpart of the same shape (the paper's comparison, Fig. 2f).
 
 ```python
 model = mlp_meta(hidden_units=(1024, 1024))  # 784-1024-1024-10, outputs logits
+reference = mlp_float(hidden_units=(1024, 1024))  # same shape, float weights, ReLU
 ```
 """
 
@@ -22,6 +24,7 @@ def mlp_meta(
     input_tensor: Optional[tf.Tensor] = None,
     num_classes: int = 10,
     weights: layers.WeightsType = None,
+    pretrained: bool = False,
     kernel_initializer: str = "glorot_uniform",
     name: str = "mlp_meta",
 ) -> tf.keras.Model:
@@ -38,9 +41,81 @@ def mlp_meta(
         input_tensor: optional Keras tensor (e.g. the output of `tf.keras.Input()`) to
             use as the model's input.
         num_classes: number of output logits.
+        weights: `None` (random initialization), a path to a weights file (`.h5` or a
+            TensorFlow checkpoint prefix) to load, or a pretrained model name (see
+            `zoo.pretrained`; its sha256-verified weights are copied in).
+        pretrained: load the default pretrained model,
+            `"mlp_meta_fashion_mnist_stream"` (stream Fashion-MNIST, Fig. 3); the other
+            arguments must then be that model's (`hidden_units=(1024, 1024)`, 28x28x1
+            inputs, 10 classes).
+        kernel_initializer: initializer of the latent binary kernels.
+        name: model name.
+
+    # Returns
+        A built `tf.keras.Model`.
+
+    # Raises
+        ValueError: in case of invalid `hidden_units`, `input_shape`, `input_tensor`,
+            `num_classes`, `weights` or `pretrained`, or arguments that differ from the
+            pretrained model's.
+    """
+    hidden_units = layers.validate_units(hidden_units, argument="hidden_units")
+    weights = layers.pretrained_weights(
+        weights, pretrained=pretrained, factory="mlp_meta"
+    )
+    input_shape = layers.validate_arguments(
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        num_classes=num_classes,
+        weights=weights,
+        factory="mlp_meta",
+        architecture={"hidden_units": hidden_units},
+    )
+    inputs, x = layers.model_input(input_shape, input_tensor)
+
+    x = tf.keras.layers.Flatten(name="flatten")(x)
+    x = layers.binary_dense_stack(
+        x,
+        hidden_units,
+        num_classes=num_classes,
+        first_index=1,
+        first=True,
+        kernel_initializer=kernel_initializer,
+    )
+
+    model = tf.keras.Model(inputs=inputs, outputs=x, name=name)
+    return layers.load_weights(model, weights)
+
+
+def mlp_float(
+    *,  # Keyword arguments only
+    hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS,
+    input_shape: Optional[Sequence[int]] = (28, 28, 1),
+    input_tensor: Optional[tf.Tensor] = None,
+    num_classes: int = 10,
+    weights: layers.WeightsType = None,
+    kernel_initializer: str = "glorot_uniform",
+    name: str = "mlp_float",
+) -> tf.keras.Model:
+    """Instantiates the full-precision MLP of the same shape as `mlp_meta`.
+
+    The paper's full-precision reference network (the reference code's `DNN`, Fig. 2f):
+    float dense layers without bias, each followed by batch normalization, with ReLU
+    between them; the model returns the batch-normalized logits. Layers have the names of
+    `mlp_meta` (`dense_1`/`bn_1`/`relu_1`, ..., `dense_out`/`bn_out`) and the same
+    number of parameters. Train it with
+    `MetaplasticAdam(metaplastic_variables="kernels")` to apply the metaplastic rule to
+    its float kernels, as in the paper.
+
+    # Arguments
+        hidden_units: widths of the hidden layers, at least one.
+        input_shape: shape of one sample; ignored when `input_tensor` is given.
+        input_tensor: optional Keras tensor (e.g. the output of `tf.keras.Input()`) to
+            use as the model's input.
+        num_classes: number of output logits.
         weights: `None` (random initialization) or a path to a weights file (`.h5` or a
             TensorFlow checkpoint prefix) to load.
-        kernel_initializer: initializer of the latent binary kernels.
+        kernel_initializer: initializer of the kernels.
         name: model name.
 
     # Returns
@@ -60,14 +135,17 @@ def mlp_meta(
     inputs, x = layers.model_input(input_shape, input_tensor)
 
     x = tf.keras.layers.Flatten(name="flatten")(x)
-    x = layers.binary_dense_stack(
-        x,
-        hidden_units,
-        num_classes=num_classes,
-        first_index=1,
-        first=True,
-        kernel_initializer=kernel_initializer,
-    )
+    tags = [str(i + 1) for i in range(len(hidden_units))] + ["out"]
+    for units, tag in zip([*hidden_units, num_classes], tags):
+        x = tf.keras.layers.Dense(
+            units,
+            use_bias=False,
+            kernel_initializer=kernel_initializer,
+            name=f"dense_{tag}",
+        )(x)
+        x = layers.batch_norm(name=f"bn_{tag}")(x)
+        if tag != "out":
+            x = tf.keras.layers.ReLU(name=f"relu_{tag}")(x)
 
     model = tf.keras.Model(inputs=inputs, outputs=x, name=name)
     return layers.load_weights(model, weights)

@@ -36,12 +36,15 @@ def _vgg(
     dense_units: Sequence[int],
     dropout: float,
     weights: layers.WeightsType,
+    pretrained: bool,
     kernel_initializer: str,
     name: str,
+    factory: str,
 ) -> tf.keras.Model:
     dense_units = layers.validate_units(dense_units, argument="dense_units")
     if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` should be in [0, 1), got {dropout!r}.")
+    weights = layers.pretrained_weights(weights, pretrained=pretrained, factory=factory)
     input_shape = layers.validate_arguments(
         input_shape=input_shape,
         input_tensor=input_tensor,
@@ -49,6 +52,8 @@ def _vgg(
         weights=weights,
         ndim=3,
         min_size=2 ** convs.count(POOL),
+        factory=factory,
+        architecture={"dense_units": dense_units},
     )
     inputs, x = layers.model_input(input_shape, input_tensor)
 
@@ -89,6 +94,7 @@ def vgg16_meta(
     dense_units: Sequence[int] = (512, 512),
     dropout: float = 0.0,
     weights: layers.WeightsType = None,
+    pretrained: bool = False,
     kernel_initializer: str = "glorot_uniform",
     name: str = "vgg16_meta",
 ) -> tf.keras.Model:
@@ -113,8 +119,12 @@ def vgg16_meta(
         num_classes: number of output logits.
         dense_units: widths of the hidden binary dense layers of the head, at least one.
         dropout: dropout rate before each binary dense layer of the head (0: none).
-        weights: `None` (random initialization) or a path to a weights file (`.h5` or a
-            TensorFlow checkpoint prefix) to load.
+        weights: `None` (random initialization), a path to a weights file (`.h5` or a
+            TensorFlow checkpoint prefix) to load, or a pretrained model name (see
+            `zoo.pretrained`; its sha256-verified weights are copied in).
+        pretrained: load the default pretrained model, `"vgg16_meta_cifar10"`; the
+            other arguments must then be that model's (32x32x3 inputs, 10 classes,
+            `dense_units=(512, 512)`).
         kernel_initializer: initializer of the latent binary kernels.
         name: model name.
 
@@ -123,7 +133,8 @@ def vgg16_meta(
 
     # Raises
         ValueError: in case of invalid `input_shape`, `input_tensor`, `num_classes`,
-            `dense_units`, `dropout` or `weights`.
+            `dense_units`, `dropout`, `weights` or `pretrained`, or arguments that differ
+            from the pretrained model's.
     """
     return _vgg(
         VGG16_CONVS,
@@ -133,8 +144,10 @@ def vgg16_meta(
         dense_units=dense_units,
         dropout=dropout,
         weights=weights,
+        pretrained=pretrained,
         kernel_initializer=kernel_initializer,
         name=name,
+        factory="vgg16_meta",
     )
 
 
@@ -146,6 +159,7 @@ def vgg_small_meta(
     dense_units: Sequence[int] = (2048, 2048),
     dropout: float = 0.5,
     weights: layers.WeightsType = None,
+    pretrained: bool = False,
     kernel_initializer: str = "glorot_uniform",
     name: str = "vgg_small_meta",
 ) -> tf.keras.Model:
@@ -171,8 +185,11 @@ def vgg_small_meta(
         num_classes: number of output logits.
         dense_units: widths of the hidden binary dense layers of the head, at least one.
         dropout: dropout rate before each binary dense layer of the head (0: none).
-        weights: `None` (random initialization) or a path to a weights file (`.h5` or a
-            TensorFlow checkpoint prefix) to load.
+        weights: `None` (random initialization), a path to a weights file (`.h5` or a
+            TensorFlow checkpoint prefix) to load, or a pretrained model name (see
+            `zoo.pretrained`; its sha256-verified weights are copied in).
+        pretrained: load the factory's default pretrained model; VGG-Small has none
+            yet, so `True` raises (pass a registered name as `weights`).
         kernel_initializer: initializer of the latent binary kernels.
         name: model name.
 
@@ -181,7 +198,8 @@ def vgg_small_meta(
 
     # Raises
         ValueError: in case of invalid `input_shape`, `input_tensor`, `num_classes`,
-            `dense_units`, `dropout` or `weights`.
+            `dense_units`, `dropout`, `weights` or `pretrained`, or arguments that differ
+            from the pretrained model's.
     """
     return _vgg(
         VGG_SMALL_CONVS,
@@ -191,6 +209,8 @@ def vgg_small_meta(
         dense_units=dense_units,
         dropout=dropout,
         weights=weights,
+        pretrained=pretrained,
         kernel_initializer=kernel_initializer,
         name=name,
+        factory="vgg_small_meta",
     )

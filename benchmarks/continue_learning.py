@@ -1,0 +1,374 @@
+"""Continue learning from a pretrained model: what a new task costs the old one, per m.
+
+Loads pretrained model `--name` (a registered name, default
+`mlp_meta_fashion_mnist_stream`, or the path of a pretrained model directory), measures
+its test accuracy on its own dataset (task A, the model card's `dataset`, or
+`--dataset`), then, for each m of `--metas` (default 2.5 and 0), starting every time
+from the same pretrained weights, trains it on a new task B for `--epochs` epochs with a
+fresh `MetaplasticAdam(lr, meta=m)`:
+
+- `--new-task mnist` (default; any `training.data.load_dataset` name whose images have
+  task A's shape), or `permuted`: task A's dataset under a fixed random pixel permutation.
+- BatchNorm per task, as the protocol runner's `--bn task`: A's BatchNorm state is saved
+  before B (training on B starts from it); after B, B is evaluated with its own state,
+  then A's gamma/beta are restored and A's moving statistics re-estimated under the
+  current weights from `--recalibrate-batches` (20) training batches of A
+  (`training.runner._recalibrate_bn`). A is also evaluated with its saved statistics
+  frozen, for comparison.
+
+Prints a markdown table (task A before / after, task B, per m) and writes JSON to
+`benchmarks/results/continue_learning-<UTC time>.json`.
+
+    python benchmarks/continue_learning.py --epochs 5
+    python benchmarks/continue_learning.py --new-task permuted --metas 2.5 1.35 0
+    python benchmarks/continue_learning.py --name path/to/saved_models/my_model --epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.data import (  # noqa: E402
+    DATA_DIR_ENV,
+    ImageDataset,
+    load_dataset,
+    make_pipeline,
+    permutation_transform,
+    random_permutation,
+)
+from training.optimizers import MetaplasticAdam  # noqa: E402
+from training.runner import (  # noqa: E402
+    _bn_layers,
+    _get_bn,
+    _recalibrate_bn,
+    _set_bn,
+)
+from zoo import pretrained  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_NAME = "mlp_meta_fashion_mnist_stream"
+# m of the paper's stream Fashion-MNIST experiment (Fig. 3), and plain Adam.
+DEFAULT_METAS = (2.5, 0.0)
+# The paper's learning rate for MLPs (Laborieux et al. 2021); the card's is preferred.
+DEFAULT_LEARNING_RATE = 0.005
+# Batches of task A that re-estimate its BatchNorm statistics (the runner's default).
+RECALIBRATE_BATCHES = 20
+PERMUTED = "permuted"
+
+
+def _resolve_name(name: str) -> str:
+    """A registered name, or a pretrained model directory registered on the fly."""
+    if pretrained.is_pretrained_name(name):
+        return name
+    directory = Path(name).expanduser()
+    if not (directory / pretrained.CARD).is_file():
+        raise ValueError(
+            f"{name} is neither a registered pretrained model "
+            f"({', '.join(sorted(pretrained.pretrained_models()))}) nor a directory "
+            f"with {pretrained.CARD}"
+        )
+    card = json.loads((directory / pretrained.CARD).read_text(encoding="utf-8"))
+    registered = card.get("name") or directory.name
+    pretrained.register_pretrained(
+        registered,
+        factory=card["factory"],
+        kwargs=card["kwargs"],
+        directory=directory,
+        overwrite=True,
+    )
+    return registered
+
+
+def _permuted(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    n, h, w, c = x.shape
+    return x.reshape(n, h * w, c)[:, perm].reshape(x.shape)
+
+
+def _subset(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int) -> tuple:
+    if limit is None or limit >= len(x):
+        return x, y
+    index = np.sort(np.random.default_rng(seed).choice(len(x), limit, replace=False))
+    return x[index], y[index]
+
+
+def _accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    logits = model.predict(x, batch_size=1000, verbose=0)
+    return float(np.mean(logits.argmax(-1) == y))
+
+
+def _check_fits(model: tf.keras.Model, data: ImageDataset, what: str) -> None:
+    shape, classes = tuple(model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1])
+    if data.input_shape != shape or data.num_classes > classes:
+        raise ValueError(
+            f"{what} {data.name} has {data.input_shape} images and {data.num_classes} "
+            f"classes but the model takes {shape} images and {classes} classes; choose "
+            f"another task (or --new-task {PERMUTED})"
+        )
+
+
+def continue_learning(
+    model: tf.keras.Model,
+    pretrained_weights: list,
+    *,
+    meta: float,
+    task_a: dict,
+    task_b: dict,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    recalibrate_batches: int,
+    seed: int,
+    verbose: int,
+) -> dict:
+    """Trains on task B from the pretrained weights; returns the accuracies on A and B."""
+    model.set_weights(pretrained_weights)
+    bn_layers = _bn_layers(model)
+    bn_a = _get_bn(bn_layers)  # task A's BatchNorm state, saved before B
+    tf.keras.utils.set_random_seed(seed)
+    model.compile(
+        MetaplasticAdam(learning_rate, meta=meta),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    train_b = make_pipeline(
+        task_b["x_train"],
+        task_b["y_train"],
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+        transform=task_b["transform"],
+    )
+    started = time.perf_counter()
+    history = model.fit(train_b, epochs=epochs, verbose=verbose)
+    wall_time = time.perf_counter() - started
+    b_accuracy = _accuracy(model, task_b["x_test"], task_b["y_test"])
+
+    _set_bn(bn_layers, bn_a)  # A's gamma/beta and (stale) statistics
+    a_frozen = _accuracy(model, task_a["x_test"], task_a["y_test"])
+    batches = make_pipeline(
+        task_a["x_train"],
+        task_a["y_train"],
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+    )
+    _recalibrate_bn(model, batches.take(recalibrate_batches))
+    a_after = _accuracy(model, task_a["x_test"], task_a["y_test"])
+    return {
+        "meta": meta,
+        "task_a_after": a_after,
+        "task_a_after_frozen_bn": a_frozen,
+        "task_b": b_accuracy,
+        "train_loss": [float(v) for v in history.history["loss"]],
+        "train_accuracy": [float(v) for v in history.history["accuracy"]],
+        "wall_time_s": wall_time,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--name",
+        default=DEFAULT_NAME,
+        help="registered pretrained model name, or a pretrained model directory",
+    )
+    parser.add_argument(
+        "--dataset", help="task A's dataset (default: the model card's `dataset`)"
+    )
+    parser.add_argument(
+        "--new-task",
+        default="mnist",
+        help=f"task B: a dataset name, or {PERMUTED!r} (task A's pixels permuted)",
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="epochs on task B")
+    parser.add_argument(
+        "--metas",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_METAS),
+        help="values of m",
+    )
+    parser.add_argument(
+        "--lr", type=float, help="learning rate (default: the card's, else 0.005)"
+    )
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument(
+        "--recalibrate-batches",
+        type=int,
+        default=RECALIBRATE_BATCHES,
+        help="training batches of A that re-estimate its BatchNorm statistics",
+    )
+    parser.add_argument(
+        "--train-samples", type=int, help="train on this many images of B (default all)"
+    )
+    parser.add_argument(
+        "--test-samples",
+        type=int,
+        help="evaluate on this many test images (default all)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get(DATA_DIR_ENV),
+        help=f"data directory (default ${DATA_DIR_ENV})",
+    )
+    parser.add_argument("--cache-dir", help="cache of fetched pretrained archives")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
+    args = parser.parse_args(argv)
+    for option in ("epochs", "batch_size", "recalibrate_batches"):
+        if getattr(args, option) <= 0:
+            parser.error(f"--{option.replace('_', '-')} must be positive")
+
+    try:
+        name = _resolve_name(args.name)
+        card = pretrained.pretrained_card(name, cache_dir=args.cache_dir)
+        model = pretrained.load_pretrained(name, cache_dir=args.cache_dir)
+        dataset_a = args.dataset or card.get("dataset")
+        try:
+            data_a = load_dataset(dataset_a, data_dir=args.data_dir)
+        except ValueError as error:
+            source = "--dataset" if args.dataset else "the model card's `dataset`"
+            raise ValueError(f"task A ({source}): {error}") from error
+        _check_fits(model, data_a, "task A")
+        x_a, y_a = _subset(data_a.x_test, data_a.y_test, args.test_samples, args.seed)
+        task_a = {
+            "x_train": data_a.x_train,
+            "y_train": data_a.y_train,
+            "x_test": x_a,
+            "y_test": y_a,
+        }
+        if args.new_task == PERMUTED:
+            height, width = data_a.input_shape[:2]
+            perm = random_permutation(height * width, seed=args.seed)
+            x_b, y_b = _subset(
+                data_a.x_train, data_a.y_train, args.train_samples, args.seed
+            )
+            task_b = {
+                "name": f"{data_a.name} permuted (seed {args.seed})",
+                "x_train": x_b,
+                "y_train": y_b,
+                "x_test": _permuted(x_a, perm),
+                "y_test": y_a,
+                "transform": permutation_transform(perm),
+            }
+        else:
+            data_b = load_dataset(args.new_task, data_dir=args.data_dir)
+            _check_fits(model, data_b, "task B")
+            x_b, y_b = _subset(
+                data_b.x_train, data_b.y_train, args.train_samples, args.seed
+            )
+            x_bt, y_bt = _subset(
+                data_b.x_test, data_b.y_test, args.test_samples, args.seed
+            )
+            task_b = {
+                "name": data_b.name,
+                "x_train": x_b,
+                "y_train": y_b,
+                "x_test": x_bt,
+                "y_test": y_bt,
+                "transform": None,
+            }
+    except ValueError as error:  # DataError included
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    hyperparameters = card.get("hyperparameters")
+    card_lr = (
+        hyperparameters.get("learning_rate")
+        if isinstance(hyperparameters, dict)
+        else None
+    )
+    learning_rate = args.lr or card_lr or DEFAULT_LEARNING_RATE
+    weights = model.get_weights()
+    before = _accuracy(model, task_a["x_test"], task_a["y_test"])
+    print(
+        f"{name}: task A ({data_a.name}) test accuracy {100 * before:.2f} % "
+        f"({len(y_a):,} images); task B: {task_b['name']}, {len(task_b['y_train']):,} "
+        f"training images, {args.epochs} epoch(s), lr {learning_rate}",
+        flush=True,
+    )
+    rows = []
+    for meta in args.metas:
+        print(f"m = {meta:g}: training on {task_b['name']}", flush=True)
+        rows.append(
+            {
+                "task_a_before": before,
+                **continue_learning(
+                    model,
+                    weights,
+                    meta=meta,
+                    task_a=task_a,
+                    task_b=task_b,
+                    epochs=args.epochs,
+                    learning_rate=learning_rate,
+                    batch_size=args.batch_size,
+                    recalibrate_batches=args.recalibrate_batches,
+                    seed=args.seed,
+                    verbose=args.verbose,
+                ),
+            }
+        )
+
+    a, b = data_a.name, task_b["name"]
+    print(f"\n### Continue learning from {name}: task A {a}, then task B {b}\n")
+    print(
+        "| m | task A before | task A after (BN re-estimated) | task A after (BN "
+        "frozen) | task B | training time |"
+    )
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['meta']:g} | {100 * row['task_a_before']:.2f} % | "
+            f"{100 * row['task_a_after']:.2f} % | "
+            f"{100 * row['task_a_after_frozen_bn']:.2f} % | {100 * row['task_b']:.2f} % | "
+            f"{row['wall_time_s']:.0f} s |"
+        )
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    path = args.output_dir / f"continue_learning-{stamp}.json"
+    record = {
+        "pretrained": name,
+        "card": {
+            k: card.get(k)
+            for k in ("factory", "kwargs", "dataset", "protocol", "command", "results")
+        },
+        "task_a": a,
+        "task_b": b,
+        "config": {
+            **{k: v for k, v in vars(args).items() if k != "output_dir"},
+            "learning_rate": learning_rate,
+            "train_samples_b": len(task_b["y_train"]),
+            "test_samples_a": len(y_a),
+            "test_samples_b": len(task_b["y_test"]),
+        },
+        "results": rows,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "tensorflow": tf.__version__,
+        },
+        "created": stamp,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,462 @@
+"""The pretrained-model registry: packaging, sha256 verification, loading by name, URL
+entries fetched with `get_file`, factories with pretrained weights, further training."""
+
+import functools
+import hashlib
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from tests.conftest import tiny_images
+from training.optimizers import MetaplasticAdam, is_binary_variable
+from zoo import pretrained
+
+KWARGS = {"hidden_units": (16,), "input_shape": (8, 8, 1), "num_classes": 4}
+CARD = {
+    "factory": "mlp_meta",
+    "kwargs": KWARGS,
+    "dataset": "tiny 8x8 images (tests/conftest.py)",
+    "protocol": "single task",
+    "hyperparameters": {"learning_rate": 0.01, "meta": 1.0, "batch_size": 32},
+    "command": "pytest tests/test_pretrained.py",
+    "epochs": 2,
+    "wall_time_s": 1.0,
+    "budget": "a few steps, for tests",
+}
+NAME = "tiny_mlp_meta"
+HAS_LCE = importlib.util.find_spec("larq_compute_engine") is not None
+
+
+def _data(n, seed):
+    x, y = tiny_images(n, seed)
+    return (x[..., None] / 255.0).astype(np.float32), y.astype(np.int64)
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree(directory):
+    return sorted(
+        p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()
+    )
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny mlp_meta trained a few steps, so BatchNorm statistics are realistic."""
+    tf.keras.utils.set_random_seed(0)
+    model = zoo.mlp_meta(**KWARGS)
+    model.compile(
+        MetaplasticAdam(0.01, meta=1.0),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = _data(128, seed=1)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    return model, _data(64, seed=2)
+
+
+@pytest.fixture(scope="module")
+def packaged(trained, tmp_path_factory):
+    """The trained model packaged without LCE: (directory, card)."""
+    model, test = trained
+    root = tmp_path_factory.mktemp("saved_models")
+    card = pretrained.package_pretrained(
+        model, name=NAME, card=CARD, directory=root, lce=False, verify_data=test
+    )
+    return root / NAME, card
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """Registrations made by a test are undone after it."""
+    monkeypatch.setattr(pretrained, "_REGISTRY", dict(pretrained._REGISTRY))
+
+
+def _register_copy(packaged, tmp_path, name=NAME):
+    """Registers a private copy of the packaged directory, for tests that damage it."""
+    directory = tmp_path / name
+    shutil.copytree(packaged[0], directory)
+    zoo.register_pretrained(
+        name, factory="mlp_meta", kwargs=KWARGS, directory=directory
+    )
+    return directory
+
+
+def _one_line_error(call, match):
+    with pytest.raises(ValueError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_card_lists_every_file_with_its_sha256(packaged, trained):
+    directory, card = packaged
+    saved = json.loads((directory / "model_card.json").read_text())
+    assert saved == card
+    listed = sorted(card["files"])
+    assert listed == [p for p in _tree(directory) if p != "model_card.json"]
+    assert "README.md" in listed and "model.tflite" not in listed
+    assert "saved_model/saved_model.pb" in listed
+    assert any(p.startswith("saved_model/variables/") for p in listed)
+    for rel, info in card["files"].items():
+        assert info == {
+            "bytes": (directory / rel).stat().st_size,
+            "sha256": _sha256(directory / rel),
+        }
+    model, (x, y) = trained
+    accuracy = np.mean(model.predict(x, verbose=0).argmax(-1) == y)
+    assert card["results"]["keras_test_accuracy"] == pytest.approx(accuracy)
+    assert card["results"]["test_samples"] == len(x)
+    assert card["kwargs"] == {
+        "hidden_units": [16],
+        "input_shape": [8, 8, 1],
+        "num_classes": 4,
+    }
+    assert card["name"] == NAME and card["command"] == CARD["command"]
+    assert f"{100 * accuracy:.2f} %" in (directory / "README.md").read_text()
+
+
+def test_load_pretrained_predicts_identically(packaged, trained, registry):
+    zoo.register_pretrained(
+        NAME, factory="mlp_meta", kwargs=KWARGS, directory=packaged[0]
+    )
+    model, (x, _) = trained
+    loaded = zoo.load_pretrained(NAME)
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+    for a, b in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_factory_with_pretrained_name_predicts_identically(packaged, trained, registry):
+    zoo.register_pretrained(
+        NAME, factory="mlp_meta", kwargs=KWARGS, directory=packaged[0]
+    )
+    model, (x, _) = trained
+    built = zoo.mlp_meta(**KWARGS, weights=NAME, name="mine")
+    assert built.name == "mine"
+    assert [layer.name for layer in built.layers] == [
+        layer.name for layer in model.layers
+    ]
+    np.testing.assert_array_equal(
+        built.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+
+
+def test_pretrained_true_loads_the_factory_default(
+    packaged, trained, registry, monkeypatch
+):
+    monkeypatch.setattr(pretrained, "DEFAULT_PRETRAINED", {"mlp_meta": NAME})
+    zoo.register_pretrained(
+        NAME, factory="mlp_meta", kwargs=KWARGS, directory=packaged[0]
+    )
+    model, (x, _) = trained
+    built = zoo.mlp_meta(**KWARGS, pretrained=True)
+    np.testing.assert_array_equal(
+        built.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "flip_variables_byte",
+        "flip_graph_byte",
+        "delete_index",
+        "delete_readme",
+        "extra",
+    ],
+)
+def test_damaged_model_is_refused_before_loading(
+    packaged, tmp_path, registry, monkeypatch, damage
+):
+    directory = _register_copy(packaged, tmp_path)
+    variables = directory / "saved_model" / "variables"
+    if damage == "flip_variables_byte":
+        path = next(variables.glob("variables.data-*"))
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        match = r"variables\.data-.*: sha256 mismatch, the file is corrupted or was modified"
+    elif damage == "flip_graph_byte":
+        path = directory / "saved_model" / "saved_model.pb"
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+        match = r"saved_model\.pb: sha256 mismatch"
+    elif damage == "delete_index":
+        (variables / "variables.index").unlink()
+        match = r"variables\.index: missing"
+    elif damage == "delete_readme":
+        (directory / "README.md").unlink()
+        match = r"README\.md: missing"
+    else:
+        (variables / "variables.data-00001-of-00002").write_bytes(b"\0" * 8)
+        match = r"variables\.data-00001-of-00002: not listed in model_card\.json"
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a damaged model was loaded")
+
+    monkeypatch.setattr(tf.keras.models, "load_model", fail)
+    message = _one_line_error(lambda: zoo.load_pretrained(NAME), match)
+    assert "re-install / re-download" in message
+    _one_line_error(lambda: zoo.mlp_meta(**KWARGS, weights=NAME), match)
+
+
+def test_missing_card_is_refused(packaged, tmp_path, registry):
+    directory = _register_copy(packaged, tmp_path)
+    (directory / "model_card.json").unlink()
+    _one_line_error(lambda: zoo.load_pretrained(NAME), r"model_card\.json: missing")
+
+
+def test_url_entry_is_fetched_checked_and_cached(packaged, trained, tmp_path, registry):
+    zoo.register_pretrained(
+        NAME, factory="mlp_meta", kwargs=KWARGS, directory=packaged[0]
+    )
+    archive, sha256 = zoo.archive_pretrained(NAME, output_dir=tmp_path / "dist")
+    assert archive == tmp_path / "dist" / f"{NAME}.tar.gz"
+    assert sha256 == _sha256(archive)
+    # Reproducible: the same bytes again.
+    assert zoo.archive_pretrained(NAME, output_dir=tmp_path / "again")[1] == sha256
+
+    zoo.register_pretrained(
+        NAME,
+        factory="mlp_meta",
+        kwargs=KWARGS,
+        url=archive.as_uri(),
+        sha256=sha256,
+        overwrite=True,
+    )
+    cache = tmp_path / "cache"
+    model, (x, _) = trained
+    loaded = zoo.load_pretrained(NAME, cache_dir=cache)
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+    cached = cache / "metaplastic_zoo"
+    assert (cached / f"{NAME}.tar.gz").read_bytes() == archive.read_bytes()
+    assert _tree(cached / NAME) == _tree(packaged[0])
+
+    # The factory path honours $KERAS_HOME, so nothing goes to ~/.keras.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+        built = zoo.mlp_meta(**KWARGS, weights=NAME)
+    np.testing.assert_array_equal(
+        built.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+    assert (
+        tmp_path / "keras_home" / "metaplastic_zoo" / NAME / "model_card.json"
+    ).is_file()
+
+
+def test_url_entry_with_wrong_sha256_is_refused(packaged, tmp_path, registry):
+    zoo.register_pretrained(
+        NAME, factory="mlp_meta", kwargs=KWARGS, directory=packaged[0]
+    )
+    archive, sha256 = zoo.archive_pretrained(NAME, output_dir=tmp_path)
+    wrong = ("0" if sha256[0] != "0" else "1") + sha256[1:]
+    zoo.register_pretrained(
+        "mirror",
+        factory="mlp_meta",
+        kwargs=KWARGS,
+        url=archive.as_uri(),
+        sha256=wrong,
+    )
+    message = _one_line_error(
+        lambda: zoo.load_pretrained("mirror", cache_dir=tmp_path / "cache"),
+        "sha256 mismatch, the file is corrupted or was modified",
+    )
+    assert archive.as_uri() in message
+    assert not (tmp_path / "cache" / "metaplastic_zoo" / "mirror").exists()
+
+
+def test_unshipped_default_gives_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "_shipped_roots", lambda: [tmp_path])
+    message = _one_line_error(
+        lambda: zoo.mlp_meta(pretrained=True),
+        "pretrained model mlp_meta_fashion_mnist_stream is not shipped in this "
+        "installation; ",
+    )
+    assert str(tmp_path / "mlp_meta_fashion_mnist_stream") in message
+    _one_line_error(
+        lambda: zoo.vgg16_meta(pretrained=True),
+        "pretrained model vgg16_meta_cifar10 is not shipped",
+    )
+    _one_line_error(lambda: zoo.load_pretrained("vgg16_meta_cifar10"), "is not shipped")
+    _one_line_error(
+        lambda: zoo.vgg_small_meta(pretrained=True),
+        "vgg_small_meta has no default pretrained model",
+    )
+
+
+def test_pretrained_argument_errors(packaged, registry):
+    zoo.register_pretrained(
+        NAME, factory="mlp_meta", kwargs=KWARGS, directory=packaged[0]
+    )
+    _one_line_error(
+        lambda: zoo.mlp_meta(**KWARGS, weights=NAME, pretrained=True),
+        "pass either pretrained=True or `weights`, not both",
+    )
+    _one_line_error(
+        lambda: zoo.mlp_meta(pretrained="yes"), "`pretrained` should be True or False"
+    )
+    _one_line_error(lambda: zoo.load_pretrained("imagenet"), "unknown pretrained model")
+    _one_line_error(
+        lambda: zoo.vgg_small_meta(weights=NAME),
+        f"pretrained model {NAME} is a mlp_meta model",
+    )
+    _one_line_error(
+        lambda: zoo.mlp_float(**KWARGS, weights=NAME), "is a mlp_meta model"
+    )
+
+
+@pytest.mark.parametrize(
+    "changed, match",
+    [
+        ({"num_classes": 10}, r"num_classes=10 \(it has 4\)"),
+        ({"hidden_units": (16, 16)}, r"hidden_units=\(16, 16\) \(it has \(16,\)\)"),
+        ({"input_shape": (8, 8, 3)}, r"input_shape=\(8, 8, 3\) \(it has \(8, 8, 1\)\)"),
+    ],
+)
+def test_mismatched_arguments_give_one_line_error(packaged, registry, changed, match):
+    zoo.register_pretrained(
+        NAME, factory="mlp_meta", kwargs=KWARGS, directory=packaged[0]
+    )
+    message = _one_line_error(
+        lambda: zoo.mlp_meta(**{**KWARGS, **changed}, weights=NAME), match
+    )
+    assert message.startswith(f"pretrained model {NAME} does not fit")
+
+
+def test_card_disagreeing_with_registry_is_refused(packaged, registry):
+    zoo.register_pretrained(
+        NAME,
+        factory="mlp_meta",
+        kwargs={**KWARGS, "num_classes": 10},
+        directory=packaged[0],
+    )
+    _one_line_error(lambda: zoo.load_pretrained(NAME), "registered as mlp_meta with")
+
+
+def test_loaded_model_trains_with_metaplastic_adam(packaged, registry):
+    """The first MetaplasticAdam step on the loaded latent weights, re-derived in NumPy:
+    Adam's first step is lr * g / (|g| + eps'), damped by 1 - tanh(m |W|)^2 where
+    sign(W) * g > 0."""
+    zoo.register_pretrained(
+        NAME, factory="mlp_meta", kwargs=KWARGS, directory=packaged[0]
+    )
+    model = zoo.load_pretrained(NAME)
+    binary = [v for v in model.trainable_variables if is_binary_variable(v)]
+    assert [v.name for v in binary] == ["dense_1/kernel:0", "dense_out/kernel:0"]
+    x, y = _data(32, seed=3)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    grads = tape.gradient(loss, binary)
+    before = [v.numpy() for v in binary]
+
+    lr, meta, beta_2, eps = 0.01, 1.5, 0.999, 1e-8
+    model.compile(MetaplasticAdam(lr, meta=meta, epsilon=eps), loss=loss_fn)
+    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    for w, g, v in zip(before, grads, binary):
+        g = g.numpy()
+        step = lr * g / (np.abs(g) + eps / np.sqrt(1 - beta_2))
+        damping = np.where(np.sign(w) * g > 0, 1 - np.tanh(meta * np.abs(w)) ** 2, 1)
+        expected = w - step * damping
+        assert not np.allclose(v.numpy(), w)
+        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_register_pretrained_errors(registry):
+    url, sha = "https://example.org/x.tar.gz", "a" * 64
+    cases = [
+        (dict(name="bad/name", url=url, sha256=sha), "names take"),
+        (dict(name="x", factory="resnet", url=url, sha256=sha), "unknown factory"),
+        (dict(name="x", kwargs={"depth": 3}, url=url, sha256=sha), "takes no argument"),
+        (dict(name="x"), "pass `url`"),
+        (dict(name="x", url="ftp://x/a.tar.gz", sha256=sha), "`url` should start"),
+        (dict(name="x", url=url), "`sha256` should be"),
+        (dict(name="x", url=url, sha256="abc"), "`sha256` should be"),
+        (dict(name="x", directory="d", sha256=sha), "pass `url` too"),
+        (
+            dict(name="mlp_meta_fashion_mnist_stream", directory="d"),
+            "already registered",
+        ),
+    ]
+    for arguments, match in cases:
+        register = functools.partial(
+            zoo.register_pretrained,
+            **{"factory": "mlp_meta", "kwargs": KWARGS, **arguments},
+        )
+        _one_line_error(register, match)
+    assert "x" not in zoo.pretrained_models()
+    entry = zoo.register_pretrained(
+        "x", factory="mlp_meta", kwargs=KWARGS, url=url, sha256=sha.upper()
+    )
+    assert entry.sha256 == sha and zoo.pretrained_models()["x"] == entry
+    assert zoo.pretrained_models()["x"].kwargs == KWARGS
+
+
+def test_package_refuses_to_overwrite_and_checks_the_card(trained, packaged):
+    model, _ = trained
+    directory = packaged[0].parent
+    _one_line_error(
+        lambda: zoo.package_pretrained(
+            model, name=NAME, card=CARD, directory=directory
+        ),
+        "exists; pass overwrite=True",
+    )
+    short = {k: v for k, v in CARD.items() if k != "command"}
+    _one_line_error(
+        lambda: zoo.package_pretrained(
+            model, name="x", card=short, directory=directory
+        ),
+        "the model card lacks command",
+    )
+    other = {**CARD, "kwargs": {**KWARGS, "hidden_units": (8,)}}
+    _one_line_error(
+        lambda: zoo.package_pretrained(
+            model, name="x", card=other, directory=directory
+        ),
+        "layer dense_1 has weights",
+    )
+    assert sorted(p.name for p in directory.iterdir()) == [NAME]
+
+
+@pytest.mark.skipif(not HAS_LCE, reason="larq_compute_engine is not installed")
+def test_package_with_lce_flatbuffer(trained, tmp_path, registry):
+    from zoo.export import lce_predict
+
+    model, (x, y) = trained
+    card = pretrained.package_pretrained(
+        model, name=NAME, card=CARD, directory=tmp_path, verify_data=(x, y)
+    )
+    directory = tmp_path / NAME
+    flatbuffer = (directory / "model.tflite").read_bytes()
+    assert (
+        card["files"]["model.tflite"]["sha256"]
+        == hashlib.sha256(flatbuffer).hexdigest()
+    )
+    lce_classes = lce_predict(flatbuffer, x).argmax(-1)
+    keras_classes = model.predict(x, verbose=0).argmax(-1)
+    lce = card["results"]["lce"]
+    assert lce["samples"] == len(x)
+    assert lce["test_accuracy"] == pytest.approx(np.mean(lce_classes == y))
+    assert lce["agreement"] == pytest.approx(np.mean(lce_classes == keras_classes))
+    assert lce["agreement"] >= 0.95 and lce["max_abs_logit_diff"] < 1e-3
+    zoo.register_pretrained(
+        NAME, factory="mlp_meta", kwargs=KWARGS, directory=directory
+    )
+    assert pretrained.pretrained_directory(NAME) == directory
+    path = directory / "model.tflite"
+    path.write_bytes(flatbuffer[:-1] + bytes([flatbuffer[-1] ^ 1]))
+    _one_line_error(
+        lambda: zoo.load_pretrained(NAME), r"model\.tflite: sha256 mismatch"
+    )
