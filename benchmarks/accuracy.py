@@ -146,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
           f"lr 0.005, batch 100, seed {args.seed}\n")
     print(table)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(exist_ok=True)
+    # A smoke run's numbers are not results: keep them beside its run directories.
+    results = Path(args.runs) if args.quick else RESULTS_DIR
+    results.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k != "runs"}
-    out = RESULTS_DIR / f"accuracy-{stamp}"
+    out = results / f"accuracy-{stamp}"
     out.with_suffix(".json").write_text(
         json.dumps({"settings": settings, "total_s": total, "rows": rows}, indent=2)
     )

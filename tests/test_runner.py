@@ -372,3 +372,31 @@ def test_run_directory_from_before_validation_split_resumes(tmp_path, tiny_data_
     assert again["accuracy_matrix"] == first["accuracy_matrix"]
     with pytest.raises(ValueError, match="validation_split"):
         tiny_config(tmp_path, tiny_data_dir, validation_split=-0.1)
+
+
+def test_reported_accuracy_of_the_last_task_is_the_checkpointed_models(
+    tmp_path, tiny_data_dir, monkeypatch
+):
+    # Earlier tasks are evaluated with their own re-estimated BatchNorm state; the task
+    # being trained with the live one, so its number is what the saved model scores.
+    from training import runner
+    from training.importance import load_run_model
+
+    recalibrated = []
+
+    def recalibrate(model, batches):
+        recalibrated.append(len(runner._get_bn(runner._bn_layers(model))))
+        _recalibrate_bn(model, batches)
+
+    monkeypatch.setattr(runner, "_recalibrate_bn", recalibrate)
+    config = tiny_config(tmp_path, tiny_data_dir, num_tasks=2, epochs=1)
+    summary = run(config, verbose=0)
+    assert len(recalibrated) == 1  # task 1, once task 2 is learned; never the current
+    model, _, _, _ = load_run_model(config.run_dir, samples=1)
+    model.compile(
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    last = runner.build_tasks(config)[1][-1]
+    _, accuracy = model.evaluate(last.test_data(), verbose=0)
+    assert accuracy == pytest.approx(summary["final_accuracy"]["task_2"], abs=1e-6)

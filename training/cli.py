@@ -1,14 +1,18 @@
-"""Command line: `python -m training {train,permuted,sequence,stream} ...`.
+"""Command line: `python -m training {train,permuted,sequence,stream,package} ...`.
 
 A thin layer over `training.runner.run`: every option is a `RunConfig` field, and the
 defaults are the paper's settings for the protocol and dataset (Laborieux et al. 2021).
-Re-running the same command continues an interrupted run from its last completed epoch.
+Re-running the same command continues an interrupted run from its last completed epoch;
+a finished run records its command in `commands.txt`. `package RUN_DIR --name NAME`
+turns a finished run into a pretrained model (`training.packaging.package_run`).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from pathlib import Path
 
 # The paper's hyperparameters, by (protocol, dataset).
 PAPER_DEFAULTS = {
@@ -168,6 +172,24 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="one line per epoch instead of progress bars",
         )
+    help_text = "package a finished run as a pretrained model (SavedModel, LCE, card)"
+    p = commands.add_parser("package", help=help_text, description=help_text)
+    p.add_argument("run_dir", help="a finished run directory")
+    p.add_argument("--name", required=True, help="pretrained model name")
+    p.add_argument(
+        "--output-dir", default="saved_models", help="where to write NAME/ (saved_models)"
+    )
+    p.add_argument(
+        "--command",
+        dest="training_command",
+        help="the exact training command (default: the one the run recorded)",
+    )
+    p.add_argument("--budget", help="compute used, in words, for the model card")
+    p.add_argument("--data-dir", help="dataset directory")
+    p.add_argument(
+        "--lce-samples", type=int, help="test images to check LCE on (default: all)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace NAME/")
     return parser
 
 
@@ -241,8 +263,40 @@ def _strategy(name: str):
     return None
 
 
+def _package(args: argparse.Namespace) -> int:
+    from training.packaging import package_run
+
+    try:
+        card = package_run(
+            args.run_dir,
+            name=args.name,
+            directory=args.output_dir,
+            command=args.training_command,
+            budget=args.budget,
+            data_dir=args.data_dir,
+            lce_samples=args.lce_samples,
+            overwrite=args.overwrite,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    results = card["results"]
+    lce = results.get("lce") or {}
+    print(f"Wrote {Path(args.output_dir) / args.name}")
+    print(f"Keras test accuracy: {100 * results['keras_test_accuracy']:.2f}%")
+    if "test_accuracy" in lce:
+        print(
+            f"LCE test accuracy: {100 * lce['test_accuracy']:.2f}% "
+            f"(argmax agreement with Keras {100 * lce['agreement']:.2f}%)"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    if args.command == "package":
+        return _package(args)
     from training.runner import run
 
     try:
@@ -263,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    with open(Path(config.run_dir) / "commands.txt", "a") as f:
+        f.write(f"python -m training {shlex.join(argv)}\n")
     final = summary["final_accuracy"]
     print(
         "Final test accuracy: "

@@ -564,6 +564,8 @@ def run(
         return optimizer
 
     def evaluate(task_index: int) -> dict:
+        """Test accuracies while training task `task_index`: earlier tasks with their own
+        (re-estimated) BatchNorm state, the current and later ones with the live one."""
         current = _get_bn(bn_layers)
         accuracies = {}
         for j, task in enumerate(eval_tasks):
@@ -651,7 +653,7 @@ def run(
                 **{k: v for k, v in diagnosed.items() if k != "epoch"},
             }
             if config.evaluate == "epoch" or task_epoch == epochs_per_task - 1:
-                row.update(evaluate(task_index + 1))
+                row.update(evaluate(task_index))
             state.rows.append(row)
             global_epoch += 1
             state.completed_epochs = global_epoch

@@ -1,0 +1,76 @@
+"""Tests for training/packaging.py and `python -m training package` on tiny IDX data."""
+
+import json
+
+import numpy as np
+import pytest
+
+import zoo
+from training.cli import main
+from zoo import pretrained
+
+
+def train_tiny(tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    argv = [
+        "train", "--dataset", "fashion_mnist", "--epochs", "2", "--hidden-units", "32",
+        "32", "--batch-size", "40", "--data-dir", str(data_dir), "--run-dir",
+        str(run_dir), "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return run_dir, argv
+
+
+def test_packaged_run_scores_what_the_run_reported(
+    tmp_path, tiny_data_dir, monkeypatch, capsys
+):
+    run_dir, argv = train_tiny(tmp_path, tiny_data_dir)
+    assert (run_dir / "commands.txt").read_text().splitlines() == [
+        "python -m training " + " ".join(argv)
+    ]
+    out = tmp_path / "models"
+    code = main(
+        ["package", str(run_dir), "--name", "tiny_fmnist", "--output-dir", str(out),
+         "--budget", "2 CPU cores, seconds"]
+    )  # fmt: skip
+    assert code == 0
+    assert "LCE test accuracy" in capsys.readouterr().out
+
+    card = json.loads((out / "tiny_fmnist" / "model_card.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert card["command"] == "python -m training " + " ".join(argv)
+    assert card["factory"] == "mlp_meta" and card["kwargs"]["hidden_units"] == [32, 32]
+    assert card["epochs"] == 2 and card["budget"] == "2 CPU cores, seconds"
+    assert card["hyperparameters"]["learning_rate"] == summary["config"]["learning_rate"]
+    # The shipped weights are the ones the run evaluated last.
+    keras = card["results"]["keras_test_accuracy"]
+    assert keras == pytest.approx(summary["final_accuracy"]["fashion_mnist"], abs=1e-6)
+    lce = card["results"]["lce"]
+    assert lce["agreement"] == 1.0 and lce["test_accuracy"] == pytest.approx(keras)
+    assert set(card["files"]) >= {"model.tflite", "README.md"}
+
+    monkeypatch.setattr(pretrained, "_REGISTRY", dict(pretrained._REGISTRY))
+    zoo.register_pretrained(
+        "tiny_fmnist",
+        factory="mlp_meta",
+        kwargs=card["kwargs"],
+        directory=out / "tiny_fmnist",
+    )
+    model = zoo.mlp_meta(**card["kwargs"], weights="tiny_fmnist")
+    images = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    reloaded = zoo.load_pretrained("tiny_fmnist")
+    np.testing.assert_allclose(model(images), reloaded(images), atol=1e-5)
+
+
+def test_package_refuses_unfinished_runs_and_unknown_commands(
+    tmp_path, tiny_data_dir, capsys
+):
+    (tmp_path / "empty").mkdir()
+    assert main(["package", str(tmp_path / "empty"), "--name", "x"]) == 2
+    error = capsys.readouterr().err
+    assert "no summary.json" in error and error.count("\n") == 1
+
+    run_dir, _ = train_tiny(tmp_path, tiny_data_dir)
+    (run_dir / "commands.txt").unlink()
+    assert main(["package", str(run_dir), "--name", "x"]) == 2
+    assert "--command" in capsys.readouterr().err

@@ -1,0 +1,152 @@
+"""Packages a finished run directory as a pretrained model of the zoo.
+
+`package_run(run_dir, name=...)` rebuilds the run's model from its last checkpoint and
+writes `saved_models/<name>/` with `zoo.pretrained.package_pretrained`: the SavedModel
+(latent weights), the Larq Compute Engine flatbuffer and a model card that says how the
+model was trained (dataset, protocol, hyperparameters, the exact command, epochs, wall
+time, compute budget) and what it scores (Keras and LCE accuracy on the run's test split).
+
+```bash
+python -m training package runs/fmnist-stream-m2.5 --name mlp_meta_fashion_mnist_stream \
+    --budget "2 CPU cores, 566 s"
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+# Commands the training CLI appends to a run directory (last: the completing one).
+COMMANDS_FILE = "commands.txt"
+PROTOCOLS = {
+    "sequence": "datasets learned one after another (one dataset: plain training)",
+    "permuted": "permuted versions of one dataset learned one after another",
+    "stream": "one dataset learned as a stream of class-balanced subsets",
+}
+
+
+def _recorded_command(run_dir: Path) -> Optional[str]:
+    path = run_dir / COMMANDS_FILE
+    if not path.exists():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def package_run(
+    run_dir: str | os.PathLike,
+    *,
+    name: str,
+    directory: str | os.PathLike = "saved_models",
+    command: Optional[str] = None,
+    budget: Optional[str] = None,
+    data_dir: Optional[str | os.PathLike] = None,
+    lce_samples: Optional[int] = None,
+    overwrite: bool = False,
+) -> dict:
+    """Writes `directory/name/` from the last checkpoint of a finished run.
+
+    # Arguments
+        run_dir: a run directory written by `training.runner.run`, with `summary.json`.
+        name: the pretrained model's name (e.g. one of `zoo.pretrained_models()`).
+        directory: where to write `name/`; default the repository's `saved_models/`.
+        command: the exact training command for the card; default the last command
+            recorded in `run_dir/commands.txt` by `python -m training`.
+        budget: the compute the run used, in words (e.g. "2 CPU cores, 40 min").
+        data_dir: where the datasets are; default the run's, else
+            `$METAPLASTIC_DATA_DIR`.
+        lce_samples: test images the LCE flatbuffer is checked on (default: all).
+        overwrite: replace an existing `directory/name/`.
+
+    # Returns
+        The model card written.
+
+    # Raises
+        ValueError: if the run is unfinished, no command is known, or as
+            `zoo.pretrained.package_pretrained`.
+    """
+    from training import runner
+    from training.importance import load_run_model
+    from zoo.pretrained import architecture, package_pretrained
+
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise ValueError(
+            f"{run_dir} has no summary.json: finish the run (re-run its command) first"
+        )
+    summary = json.loads(summary_path.read_text())
+    command = command or _recorded_command(run_dir)
+    if not command:
+        raise ValueError(
+            f"{run_dir} records no training command; pass the exact command (--command)"
+        )
+    model, _, _, info = load_run_model(run_dir, samples=1, data_dir=data_dir)
+    config = runner.RunConfig(
+        **{
+            k: v
+            for k, v in summary["config"].items()
+            if k in {f.name for f in dataclasses.fields(runner.RunConfig)}
+        }
+    )
+    if data_dir is not None:
+        config.data_dir = str(data_dir)
+    elif config.data_dir is not None and not Path(config.data_dir).exists():
+        config.data_dir = None
+    _, eval_tasks = runner.build_tasks(config)
+    test = eval_tasks[-1]
+    if test.permutation is not None:
+        raise ValueError(
+            f"{run_dir} ends on a permuted task; package runs on unpermuted data"
+        )
+    kwargs = {
+        "input_shape": tuple(test.x_test.shape[1:]),
+        "num_classes": int(model.output_shape[-1]),
+    }
+    if config.model.startswith("mlp"):
+        kwargs["hidden_units"] = tuple(config.hidden_units)
+    epochs = summary["epochs"]
+    card = {
+        "factory": config.model,
+        "kwargs": architecture(config.model, kwargs),
+        "dataset": config.datasets[0],
+        "protocol": {
+            "name": config.protocol,
+            "description": PROTOCOLS.get(config.protocol, config.protocol),
+            "tasks": config.num_tasks if config.protocol != "sequence" else 1,
+            "epochs_per_task": config.epochs,
+            "batch_norm": config.batch_norm,
+            "optimizer_per_task": config.optimizer_per_task,
+        },
+        "hyperparameters": {
+            "optimizer": "MetaplasticAdam",
+            "learning_rate": config.learning_rate,
+            "meta": config.meta,
+            "batch_size": config.batch_size,
+            "augment": config.augment,
+            "baseline": config.baseline,
+            "seed": config.seed,
+        },
+        "command": command,
+        "epochs": epochs,
+        "wall_time_s": summary["wall_time_s"],
+        "budget": budget
+        or f"{epochs} epochs, {summary['wall_time_s'] / 60:.0f} min wall time",
+        "training_run": {
+            "final_test_accuracy": summary["final_accuracy"],
+            "checkpoint": Path(info["checkpoint"]).name,
+        },
+    }
+    return package_pretrained(
+        model,
+        name=name,
+        card=card,
+        directory=directory,
+        verify_data=(test.x_test, test.y_test),
+        lce_samples=lce_samples,
+        overwrite=overwrite,
+    )
