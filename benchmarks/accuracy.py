@@ -53,7 +53,9 @@ def _run_one(width: int, method: str, args: argparse.Namespace) -> dict:
         evaluate="task",
         seed=args.seed,
         data_dir=args.data_dir,
-        run_dir=str(Path(args.runs) / f"pmnist{args.tasks}-w{width}-e{args.epochs}-{slug}"),
+        run_dir=str(
+            Path(args.runs) / f"pmnist{args.tasks}-w{width}-e{args.epochs}-{slug}"
+        ),
         **METHODS[method],
     )
     started = time.perf_counter()
@@ -142,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
 
     table = _table(rows)
-    print(f"\n{args.tasks} permuted-MNIST tasks, {args.epochs} epochs per task, "
-          f"lr 0.005, batch 100, seed {args.seed}\n")
+    print(
+        f"\n{args.tasks} permuted-MNIST tasks, {args.epochs} epochs per task, "
+        f"lr 0.005, batch 100, seed {args.seed}\n"
+    )
     print(table)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     # A smoke run's numbers are not results: keep them beside its run directories.
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     out.with_suffix(".md").write_text(
         f"{args.tasks} permuted-MNIST tasks, {args.epochs} epochs per task\n\n"
-        + table + "\n"
+        + table
+        + "\n"
     )
     _figure(rows, out.with_suffix(".png"))
     print(f"\nTotal {total / 60:.1f} min. Wrote {out}.json/.md/.png")

@@ -41,7 +41,9 @@ def test_packaged_run_scores_what_the_run_reported(
     assert card["command"] == "python -m training " + " ".join(argv)
     assert card["factory"] == "mlp_meta" and card["kwargs"]["hidden_units"] == [32, 32]
     assert card["epochs"] == 2 and card["budget"] == "2 CPU cores, seconds"
-    assert card["hyperparameters"]["learning_rate"] == summary["config"]["learning_rate"]
+    assert (
+        card["hyperparameters"]["learning_rate"] == summary["config"]["learning_rate"]
+    )
     # The shipped weights are the ones the run evaluated last.
     keras = card["results"]["keras_test_accuracy"]
     assert keras == pytest.approx(summary["final_accuracy"]["fashion_mnist"], abs=1e-6)

@@ -177,7 +177,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a finished run directory")
     p.add_argument("--name", required=True, help="pretrained model name")
     p.add_argument(
-        "--output-dir", default="saved_models", help="where to write NAME/ (saved_models)"
+        "--output-dir",
+        default="saved_models",
+        help="where to write NAME/ (saved_models)",
     )
     p.add_argument(
         "--command",

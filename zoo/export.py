@@ -283,7 +283,7 @@ def load_saved_model(path: Union[str, os.PathLike]) -> tf.keras.Model:
     with contextlib.suppress(ImportError):
         import training.optimizers  # noqa: F401  (registers MetaplasticAdam)
     try:
-        with _quiet_tensorflow(), layers.silence_starved_weights_warning():
+        with quiet_tensorflow(), layers.silence_starved_weights_warning():
             model = tf.keras.models.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001  (many formats, many failure modes)
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -299,7 +299,7 @@ def load_saved_model(path: Union[str, os.PathLike]) -> tf.keras.Model:
 
 
 @contextlib.contextmanager
-def _quiet_tensorflow() -> Iterator[None]:
+def quiet_tensorflow() -> Iterator[None]:
     """Hides TensorFlow's Python warnings (untraced functions, compiled metrics)."""
     logger = tf.get_logger()
     level = logger.level
@@ -441,7 +441,7 @@ def convert_to_lce(
     model = _as_model(model)
     lce = _lce()
     compatible = to_lce_compatible(model)
-    with _quiet_tensorflow():
+    with quiet_tensorflow():
         flatbuffer = lce.convert_keras_model(compatible, target=target)
     if check:
         check_lce_conversion(flatbuffer, model)
@@ -460,7 +460,7 @@ def float_twin_tflite(model: ModelSource) -> bytes:
         The float32 TFLite flatbuffer, whose outputs equal the model's.
     """
     twin = float_twin(_as_model(model))
-    with _quiet_tensorflow():
+    with quiet_tensorflow():
         return tf.lite.TFLiteConverter.from_keras_model(twin).convert()
 
 

@@ -21,7 +21,6 @@ zoo.register_pretrained("my_mlp", factory="mlp_meta", kwargs={"hidden_units": (5
 ```
 """
 
-import contextlib
 import dataclasses
 import datetime
 import gzip
@@ -29,20 +28,19 @@ import hashlib
 import importlib.util
 import inspect
 import json
-import logging
 import os
 import re
 import shutil
 import tarfile
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from zoo import layers
+from zoo.export import load_saved_model, quiet_tensorflow
 
 PathType = Union[str, os.PathLike]
 
@@ -398,7 +396,7 @@ def _fetch(entry: PretrainedEntry, cache_dir: Optional[PathType]) -> Path:
     # Extract afresh: no stale file survives from an earlier version.
     shutil.rmtree(base / CACHE_SUBDIR / entry.name, ignore_errors=True)
     try:
-        with _quiet_tensorflow():
+        with quiet_tensorflow():
             archive = tf.keras.utils.get_file(
                 fname=f"{entry.name}.tar.gz",
                 origin=entry.url,
@@ -555,31 +553,11 @@ def pretrained_card(name: str, *, cache_dir: Optional[PathType] = None) -> dict:
 # Loading ----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_tensorflow() -> Iterator[None]:
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _load_saved_model(path: Path) -> tf.keras.Model:
-    with contextlib.suppress(ImportError):
-        import training.optimizers  # noqa: F401  (registers MetaplasticAdam)
     try:
-        with _quiet_tensorflow(), layers.silence_starved_weights_warning():
-            model = tf.keras.models.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001  (a SavedModel fails in many ways)
-        raise ValueError(
-            f"{path}: not a loadable Keras SavedModel ({_first_line(error)}); "
-            f"{_REINSTALL}"
-        ) from error
-    if not isinstance(model, tf.keras.Model):
-        raise ValueError(f"{path}: a SavedModel without Keras metadata; {_REINSTALL}")
-    return model
+        return load_saved_model(path)
+    except ValueError as error:
+        raise ValueError(f"{error}; {_REINSTALL}") from error
 
 
 def load_pretrained(
@@ -847,7 +825,7 @@ def package_pretrained(
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir()
-        with _quiet_tensorflow():
+        with quiet_tensorflow():
             model.save(partial / SAVED_MODEL, include_optimizer=False, save_format="tf")
         shutil.rmtree(partial / SAVED_MODEL / "assets", ignore_errors=True)  # empty
         if verify_data is not None:
