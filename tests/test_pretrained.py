@@ -5,6 +5,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 
 import numpy as np
@@ -460,3 +461,42 @@ def test_package_with_lce_flatbuffer(trained, tmp_path, registry):
     _one_line_error(
         lambda: zoo.load_pretrained(NAME), r"model\.tflite: sha256 mismatch"
     )
+
+
+# The shipped models, on the real test sets when $METAPLASTIC_DATA_DIR points at them --
+
+# Test images per shipped model: all for the MLP (fast), a slice for VGG-16 on CI.
+SHIPPED_SAMPLES = {"mlp_meta": None, "vgg16_meta": 300}
+
+
+@pytest.mark.skipif(not HAS_LCE, reason="larq_compute_engine is not installed")
+@pytest.mark.parametrize("factory", sorted(pretrained.DEFAULT_PRETRAINED))
+def test_shipped_model_scores_what_its_card_says(factory):
+    from training.data import DATA_DIR_ENV, load_dataset
+    from zoo.export import verify_lce
+
+    name = pretrained.DEFAULT_PRETRAINED[factory]
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    try:
+        directory = pretrained.pretrained_directory(name)
+    except ValueError as error:
+        pytest.skip(f"{name} is not shipped in this checkout: {error}")
+    card = json.loads((directory / "model_card.json").read_text())
+    if not data_dir:
+        pytest.skip(f"{DATA_DIR_ENV} is unset: no {card['dataset']} test set")
+    model = getattr(zoo, factory)(pretrained=True)
+    data = load_dataset(card["dataset"], data_dir=data_dir, download=False)
+    n = SHIPPED_SAMPLES[factory]
+    x, y = data.x_test[:n], data.y_test[:n]
+    result = verify_lce((directory / "model.tflite").read_bytes(), model, x, y)
+    assert result["argmax_agreement"] >= 0.999
+    assert abs(result["lce_accuracy"] - result["keras_accuracy"]) <= 0.001
+    if n is None:  # the whole test set: exactly the card's numbers
+        assert result["keras_accuracy"] == pytest.approx(
+            card["results"]["keras_test_accuracy"], abs=1e-6
+        )
+        assert result["lce_accuracy"] == pytest.approx(
+            card["results"]["lce"]["test_accuracy"], abs=1e-6
+        )
+    else:
+        assert result["keras_accuracy"] > card["results"]["keras_test_accuracy"] - 0.08

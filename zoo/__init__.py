@@ -7,6 +7,7 @@ full-precision network of the same shape as `mlp_meta`, the paper's float refere
 
 ```python
 import tensorflow as tf
+import zoo
 from zoo import mlp_meta
 
 model = mlp_meta(hidden_units=(1024, 1024))  # 784-1024-1024-10
@@ -14,18 +15,25 @@ model.compile(
     optimizer=tf.keras.optimizers.legacy.Adam(0.005),
     loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
 )
+model = zoo.vgg16_meta(pretrained=True)  # trained on CIFAR-10, sha256-verified
 ```
 """
 
-from zoo.mlp import mlp_float, mlp_meta
-from zoo.pretrained import (
+import os
+import sys
+
+if "tensorflow" not in sys.modules:  # hide TensorFlow's start-up INFO lines
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from zoo.mlp import mlp_float, mlp_meta  # noqa: E402
+from zoo.pretrained import (  # noqa: E402
     archive_pretrained,
     load_pretrained,
     package_pretrained,
     pretrained_models,
     register_pretrained,
 )
-from zoo.vgg import vgg16_meta, vgg_small_meta
+from zoo.vgg import vgg16_meta, vgg_small_meta  # noqa: E402
 
 __all__ = [
     "archive_pretrained",

@@ -694,9 +694,12 @@ def _markdown_card(card: dict, sizes: dict) -> str:
     results = card["results"]
     lce = results.get("lce") or {}
     kwargs = ", ".join(f"{k}={v!r}" for k, v in card["kwargs"].items())
-    hyperparameters = card["hyperparameters"]
-    if isinstance(hyperparameters, Mapping):
-        hyperparameters = ", ".join(f"{k} = {v}" for k, v in hyperparameters.items())
+
+    def listed(value):
+        if isinstance(value, Mapping):
+            return ", ".join(f"{k} = {v}" for k, v in value.items())
+        return value
+
     lce_line = "not converted (Larq Compute Engine was not installed)"
     if lce.get("test_accuracy") is not None:
         lce_line = (
@@ -711,8 +714,8 @@ def _markdown_card(card: dict, sizes: dict) -> str:
         keras_line += f" on {results['test_samples']:,} test images"
     rows = [
         ("dataset", card["dataset"]),
-        ("protocol", card["protocol"]),
-        ("hyperparameters", hyperparameters),
+        ("protocol", listed(card["protocol"])),
+        ("hyperparameters", listed(card["hyperparameters"])),
         ("epochs", card["epochs"]),
         ("wall time", f"{card['wall_time_s']} s"),
         ("budget", card["budget"]),
