@@ -76,3 +76,30 @@ def test_package_refuses_unfinished_runs_and_unknown_commands(
     (run_dir / "commands.txt").unlink()
     assert main(["package", str(run_dir), "--name", "x"]) == 2
     assert "--command" in capsys.readouterr().err
+
+
+def test_card_of_a_run_started_from_another_covers_both(tmp_path, tiny_data_dir):
+    first, first_argv = train_tiny(tmp_path, tiny_data_dir)
+    second = tmp_path / "fine-tune"
+    second_argv = [
+        "train", "--dataset", "fashion_mnist", "--epochs", "1", "--lr", "0.001",
+        "--hidden-units", "32", "32", "--batch-size", "40", "--data-dir",
+        str(tiny_data_dir), "--run-dir", str(second), "--initial-weights", str(first),
+        "--quiet",
+    ]  # fmt: skip
+    assert main(second_argv) == 0
+    out = tmp_path / "models"
+    assert (
+        main(["package", str(second), "--name", "tuned", "--output-dir", str(out)]) == 0
+    )
+    card = json.loads((out / "tuned" / "model_card.json").read_text())
+    assert card["epochs"] == 3
+    assert card["initial_weights"] == str(first)
+    assert card["command"].splitlines() == [
+        "python -m training " + " ".join(argv) for argv in (first_argv, second_argv)
+    ]
+    first_summary = json.loads((first / "summary.json").read_text())
+    second_summary = json.loads((second / "summary.json").read_text())
+    assert card["wall_time_s"] == pytest.approx(
+        first_summary["wall_time_s"] + second_summary["wall_time_s"], abs=0.11
+    )

@@ -400,3 +400,29 @@ def test_reported_accuracy_of_the_last_task_is_the_checkpointed_models(
     last = runner.build_tasks(config)[1][-1]
     _, accuracy = model.evaluate(last.test_data(), verbose=0)
     assert accuracy == pytest.approx(summary["final_accuracy"]["task_2"], abs=1e-6)
+
+
+def test_initial_weights_from_a_run_directory(tmp_path, tiny_data_dir):
+    first = tiny_config(tmp_path / "a", tiny_data_dir, num_tasks=1, epochs=1)
+    run(first, verbose=0)
+    second = tiny_config(
+        tmp_path / "b",
+        tiny_data_dir,
+        num_tasks=1,
+        epochs=1,
+        learning_rate=1e-9,
+        initial_weights=first.run_dir,
+    )
+    run(second, verbose=0)
+    before, after = checkpoint_values(first.run_dir), checkpoint_values(second.run_dir)
+    kernels = [k for k in before if k.endswith("/kernel/.ATTRIBUTES/VARIABLE_VALUE")]
+    assert len(kernels) == 3
+    for name in kernels:  # a vanishing learning rate: the first run's kernels
+        np.testing.assert_allclose(after[name], before[name], atol=1e-5)
+
+    missing = tiny_config(
+        tmp_path / "c", tiny_data_dir, initial_weights=str(tmp_path / "nowhere")
+    )
+    with pytest.raises(ValueError, match="initial_weights") as info:
+        run(missing, verbose=0)
+    assert "\n" not in str(info.value)

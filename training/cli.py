@@ -145,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--seed", type=int, default=0)
         p.add_argument(
+            "--initial-weights",
+            metavar="SOURCE",
+            help="start from a run directory's last weights, a pretrained model name "
+            "or a weights file, with a fresh optimizer (e.g. a lower learning rate)",
+        )
+        p.add_argument(
             "--jit",
             dest="jit_compile",
             action="store_true",
@@ -249,6 +255,7 @@ def config_from_args(args: argparse.Namespace):
         evaluate=args.evaluate,
         seed=args.seed,
         jit_compile=args.jit_compile,
+        initial_weights=args.initial_weights,
         data_dir=args.data_dir,
         run_dir=run_dir,
         **values,

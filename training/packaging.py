@@ -54,8 +54,9 @@ def package_run(
         run_dir: a run directory written by `training.runner.run`, with `summary.json`.
         name: the pretrained model's name (e.g. one of `zoo.pretrained_models()`).
         directory: where to write `name/`; default the repository's `saved_models/`.
-        command: the exact training command for the card; default the last command
-            recorded in `run_dir/commands.txt` by `python -m training`.
+        command: the exact training command(s) for the card; default the last command
+            recorded in `run_dir/commands.txt` by `python -m training` (preceded by
+            that of the run it started from, with `initial_weights`).
         budget: the compute the run used, in words (e.g. "2 CPU cores, 40 min").
         data_dir: where the datasets are; default the run's, else
             `$METAPLASTIC_DATA_DIR`.
@@ -80,12 +81,26 @@ def package_run(
             f"{run_dir} has no summary.json: finish the run (re-run its command) first"
         )
     summary = json.loads(summary_path.read_text())
-    command = command or _recorded_command(run_dir)
-    if not command:
-        raise ValueError(
-            f"{run_dir} records no training command; pass the exact command (--command)"
+    # A run started from another run's weights (`initial_weights`): the card covers
+    # both, their epochs, wall times and commands.
+    runs = [(run_dir, summary)]
+    source = summary["config"].get("initial_weights")
+    if source and (Path(source) / "summary.json").exists():
+        runs.insert(
+            0, (Path(source), json.loads((Path(source) / "summary.json").read_text()))
         )
-    model, _, _, info = load_run_model(run_dir, samples=1, data_dir=data_dir)
+    if command is None:
+        recorded = [_recorded_command(directory) for directory, _ in runs]
+        if None in recorded:
+            missing = runs[recorded.index(None)][0]
+            raise ValueError(
+                f"{missing} records no training command; pass the exact command(s) "
+                "(--command)"
+            )
+        command = "\n".join(recorded)
+    epochs = sum(s["epochs"] for _, s in runs)
+    wall_time_s = round(sum(s["wall_time_s"] for _, s in runs), 1)
+    model, _, _, _ = load_run_model(run_dir, samples=1, data_dir=data_dir)
     config = runner.RunConfig(
         **{
             k: v
@@ -109,7 +124,6 @@ def package_run(
     }
     if config.model.startswith("mlp"):
         kwargs["hidden_units"] = tuple(config.hidden_units)
-    epochs = summary["epochs"]
     card = {
         "factory": config.model,
         "kwargs": architecture(config.model, kwargs),
@@ -133,13 +147,9 @@ def package_run(
         },
         "command": command,
         "epochs": epochs,
-        "wall_time_s": summary["wall_time_s"],
-        "budget": budget
-        or f"{epochs} epochs, {summary['wall_time_s'] / 60:.0f} min wall time",
-        "training_run": {
-            "final_test_accuracy": summary["final_accuracy"],
-            "checkpoint": Path(info["checkpoint"]).name,
-        },
+        "wall_time_s": wall_time_s,
+        "budget": budget or f"{epochs} epochs, {wall_time_s / 60:.0f} min wall time",
+        "initial_weights": source,
     }
     return package_pretrained(
         model,

@@ -121,6 +121,10 @@ class RunConfig:
         jit_compile: compile the training step with XLA (not with a distribution strategy).
         data_dir: where datasets are looked for first (see `training.data`).
         run_dir: the run directory.
+        initial_weights: start from these weights instead of random ones: another run
+            directory (the weights of its last completed epoch), a pretrained model name
+            or a weights file (as a zoo factory's `weights=`). A fresh optimizer starts
+            with them; resuming this run restores its own checkpoint instead.
     """
 
     protocol: str = "permuted"
@@ -148,6 +152,7 @@ class RunConfig:
     jit_compile: bool = False
     data_dir: str | None = None
     run_dir: str = "runs/run"
+    initial_weights: str | None = None
 
     def __post_init__(self):
         self.datasets = tuple(self.datasets)
@@ -295,6 +300,36 @@ def _build_model(
     synced = tf.keras.models.clone_model(model, clone_function=clone)
     synced.set_weights(model.get_weights())
     return synced
+
+
+def _load_initial_weights(model, source: str, build) -> None:
+    """Copies `source`'s weights (run directory, pretrained name or weights file) in."""
+    path = Path(source)
+    if not (path / "config.json").exists():
+        try:
+            zoo.layers.load_weights(model, source)
+        except (ValueError, OSError, tf.errors.OpError) as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"initial_weights {source!r}: {first_line}") from None
+        return
+    state = _RunState(path)
+    if not state.load() or not state.checkpoint:
+        raise ValueError(f"initial_weights {source!r}: the run has no completed epoch")
+    checkpoint = state.checkpoint
+    if not Path(checkpoint + ".index").exists():  # the run directory was moved
+        checkpoint = str(path / "checkpoint" / Path(checkpoint).name)
+    # Read into a scratch model: the checkpoint's optimizer slots must not be restored
+    # into this run's fresh optimizer.
+    scratch = build()
+    status = tf.train.Checkpoint(model=scratch).read(checkpoint).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+        model.set_weights(scratch.get_weights())
+    except (AssertionError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"initial_weights {source!r} does not fit this model: {first_line}"
+        ) from None
 
 
 def _bn_layers(model) -> list:
@@ -531,6 +566,12 @@ def run(
     with strategy.scope():
         model = _build_model(
             config, input_shape, num_classes, synchronized_bn=distributed
+        )
+    if config.initial_weights and not (resumed and state.checkpoint):
+        _load_initial_weights(
+            model,
+            config.initial_weights,
+            lambda: _build_model(config, input_shape, num_classes, False),
         )
     if config.baseline is not None:
         model = baselines.with_baseline(
