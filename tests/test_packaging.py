@@ -77,6 +77,12 @@ def test_package_refuses_unfinished_runs_and_unknown_commands(
     assert main(["package", str(run_dir), "--name", "x"]) == 2
     assert "--command" in capsys.readouterr().err
 
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"]["model"] = "mlp_float"
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert main(["package", str(run_dir), "--name", "x"]) == 2
+    assert "trained 'mlp_float'; pretrained models are" in capsys.readouterr().err
+
 
 def test_card_of_a_run_started_from_another_covers_both(tmp_path, tiny_data_dir):
     first, first_argv = train_tiny(tmp_path, tiny_data_dir)

@@ -72,7 +72,7 @@ def package_run(
     """
     from training import runner
     from training.importance import load_run_model
-    from zoo.pretrained import architecture, package_pretrained
+    from zoo.pretrained import ARCHITECTURE_ARGUMENTS, architecture, package_pretrained
 
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
@@ -81,6 +81,12 @@ def package_run(
             f"{run_dir} has no summary.json: finish the run (re-run its command) first"
         )
     summary = json.loads(summary_path.read_text())
+    factory = summary["config"].get("model")
+    if factory not in ARCHITECTURE_ARGUMENTS:
+        raise ValueError(
+            f"{run_dir} trained {factory!r}; pretrained models are "
+            f"{', '.join(ARCHITECTURE_ARGUMENTS)}"
+        )
     # A run started from another run's weights (`initial_weights`): the card covers
     # both, their epochs, wall times and commands.
     runs = [(run_dir, summary)]
