@@ -380,7 +380,6 @@ def test_reported_accuracy_of_the_last_task_is_the_checkpointed_models(
     # Earlier tasks are evaluated with their own re-estimated BatchNorm state; the task
     # being trained with the live one, so its number is what the saved model scores.
     from training import runner
-    from training.importance import load_run_model
 
     recalibrated = []
 
@@ -392,13 +391,13 @@ def test_reported_accuracy_of_the_last_task_is_the_checkpointed_models(
     config = tiny_config(tmp_path, tiny_data_dir, num_tasks=2, epochs=1)
     summary = run(config, verbose=0)
     assert len(recalibrated) == 1  # task 1, once task 2 is learned; never the current
-    model, _, _, _ = load_run_model(config.run_dir, samples=1)
+    restored = runner.restore_run(config.run_dir)
+    model = restored.model
     model.compile(
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    last = runner.build_tasks(config)[1][-1]
-    _, accuracy = model.evaluate(last.test_data(), verbose=0)
+    _, accuracy = model.evaluate(restored.eval_tasks[-1].test_data(), verbose=0)
     assert accuracy == pytest.approx(summary["final_accuracy"]["task_2"], abs=1e-6)
 
 

@@ -295,8 +295,9 @@ def _package(args: argparse.Namespace) -> int:
     print(f"Keras test accuracy: {100 * results['keras_test_accuracy']:.2f}%")
     if "test_accuracy" in lce:
         print(
-            f"LCE test accuracy: {100 * lce['test_accuracy']:.2f}% "
-            f"(argmax agreement with Keras {100 * lce['agreement']:.2f}%)"
+            f"LCE test accuracy: {100 * lce['test_accuracy']:.2f}% on "
+            f"{lce['samples']:,} images (argmax agreement with Keras "
+            f"{100 * lce['agreement']:.2f}%)"
         )
     return 0
 

@@ -337,50 +337,14 @@ def load_run_model(
     """
     from training import runner
 
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise ValueError(f"{run_dir} has no config.json: not a run directory.")
-    saved = json.loads(config_path.read_text())
-    known = {f.name for f in dataclasses.fields(runner.RunConfig)}
-    config = runner.RunConfig(**{k: v for k, v in saved.items() if k in known})
-    if data_dir is not None:
-        config.data_dir = str(data_dir)
-    elif config.data_dir is not None and not Path(config.data_dir).exists():
-        config.data_dir = None  # relative to where the run was started: use the env
-    state = runner._RunState(run_dir)
-    if not state.load() or not state.checkpoint:
-        raise ValueError(f"{run_dir} holds no completed epoch to load.")
-    checkpoint = state.checkpoint
-    if not Path(checkpoint + ".index").exists():
-        checkpoint = str(run_dir / "checkpoint" / Path(checkpoint).name)
-
-    tasks, eval_tasks = runner.build_tasks(config)
-    last = min((state.completed_epochs - 1) // config.epochs, len(tasks) - 1)
+    restored = runner.restore_run(run_dir, data_dir=data_dir)
+    config, model, tasks = restored.config, restored.model, restored.tasks
+    last = min((restored.completed_epochs - 1) // config.epochs, len(tasks) - 1)
     task_index = last if task is None else task
     if not 0 <= task_index <= last:
         raise ValueError(
             f"task must be a trained task index in [0, {last}], got {task_index}."
         )
-    input_shape = eval_tasks[0].x_test.shape[1:]
-    num_classes = int(max(t.y_test.max() for t in eval_tasks)) + 1
-    model = runner._build_model(config, input_shape, num_classes, False)
-    status = tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as error:
-        first_line = str(error).splitlines()[0]
-        raise ValueError(
-            f"checkpoint {checkpoint} does not fit the model of {config_path}: "
-            f"{first_line}"
-        ) from None
-    # A fresh copy: the restored model keeps deferred restorations of the run's
-    # optimizer slots, which would fail when it is compiled with another optimizer.
-    restored, model = (
-        model,
-        runner._build_model(config, input_shape, num_classes, False),
-    )
-    model.set_weights(restored.get_weights())
     chosen = tasks[task_index]
     if (
         task_index != last
@@ -389,7 +353,7 @@ def load_run_model(
         and not config.joint
     ):
         bn_layers = runner._bn_layers(model)
-        runner._set_bn(bn_layers, state.bn_states[task_index])
+        runner._set_bn(bn_layers, restored.bn_states[task_index])
         if config.recalibrate_bn:
             batches = chosen.train_data(batch_size=config.batch_size, seed=task_index)
             runner._recalibrate_bn(model, batches.take(config.recalibrate_bn))
@@ -397,7 +361,7 @@ def load_run_model(
     images, labels = next(iter(chosen.train_data(batch_size=samples, seed=seed)))
     info = {
         "run_dir": str(run_dir),
-        "checkpoint": checkpoint,
+        "checkpoint": restored.checkpoint,
         "task_index": task_index,
         "task": chosen.name,
         "config": config.to_json(),

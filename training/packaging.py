@@ -14,7 +14,6 @@ python -m training package runs/fmnist-stream-m2.5 --name mlp_meta_fashion_mnist
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -71,7 +70,6 @@ def package_run(
             `zoo.pretrained.package_pretrained`.
     """
     from training import runner
-    from training.importance import load_run_model
     from zoo.pretrained import ARCHITECTURE_ARGUMENTS, architecture, package_pretrained
 
     run_dir = Path(run_dir)
@@ -106,19 +104,8 @@ def package_run(
         command = "\n".join(recorded)
     epochs = sum(s["epochs"] for _, s in runs)
     wall_time_s = round(sum(s["wall_time_s"] for _, s in runs), 1)
-    model, _, _, _ = load_run_model(run_dir, samples=1, data_dir=data_dir)
-    config = runner.RunConfig(
-        **{
-            k: v
-            for k, v in summary["config"].items()
-            if k in {f.name for f in dataclasses.fields(runner.RunConfig)}
-        }
-    )
-    if data_dir is not None:
-        config.data_dir = str(data_dir)
-    elif config.data_dir is not None and not Path(config.data_dir).exists():
-        config.data_dir = None
-    _, eval_tasks = runner.build_tasks(config)
+    restored = runner.restore_run(run_dir, data_dir=data_dir)
+    config, model, eval_tasks = restored.config, restored.model, restored.eval_tasks
     test = eval_tasks[-1]
     if test.permutation is not None:
         raise ValueError(

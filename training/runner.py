@@ -302,24 +302,24 @@ def _build_model(
     return synced
 
 
-def _load_initial_weights(model, source: str, build) -> None:
-    """Copies `source`'s weights (run directory, pretrained name or weights file) in."""
-    path = Path(source)
-    if not (path / "config.json").exists():
-        try:
-            zoo.layers.load_weights(model, source)
-        except (ValueError, OSError, tf.errors.OpError) as error:
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(f"initial_weights {source!r}: {first_line}") from None
-        return
-    state = _RunState(path)
+def _last_checkpoint(run_dir: Path) -> tuple[str, _RunState]:
+    """The checkpoint of a run directory's last completed epoch, and its state."""
+    state = _RunState(run_dir)
     if not state.load() or not state.checkpoint:
-        raise ValueError(f"initial_weights {source!r}: the run has no completed epoch")
+        raise ValueError(f"{run_dir} holds no completed epoch to load.")
     checkpoint = state.checkpoint
     if not Path(checkpoint + ".index").exists():  # the run directory was moved
-        checkpoint = str(path / "checkpoint" / Path(checkpoint).name)
-    # Read into a scratch model: the checkpoint's optimizer slots must not be restored
-    # into this run's fresh optimizer.
+        checkpoint = str(run_dir / "checkpoint" / Path(checkpoint).name)
+    return checkpoint, state
+
+
+def _read_model_weights(checkpoint: str, model, build) -> None:
+    """Copies a run checkpoint's model weights into `model`.
+
+    The checkpoint is read into a scratch model from `build()`: read into `model`
+    directly, its optimizer slots would be restored into whatever optimizer `model`
+    is compiled with next.
+    """
     scratch = build()
     status = tf.train.Checkpoint(model=scratch).read(checkpoint).expect_partial()
     try:
@@ -328,8 +328,78 @@ def _load_initial_weights(model, source: str, build) -> None:
     except (AssertionError, ValueError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(
-            f"initial_weights {source!r} does not fit this model: {first_line}"
+            f"checkpoint {checkpoint} does not fit the model: {first_line}"
         ) from None
+
+
+@dataclass
+class RestoredRun:
+    """A run directory's configuration, tasks and model at its last completed epoch."""
+
+    config: RunConfig
+    model: tf.keras.Model
+    tasks: list[Task]
+    eval_tasks: list[Task]
+    checkpoint: str
+    completed_epochs: int
+    bn_states: dict
+
+
+def restore_run(
+    run_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None
+) -> RestoredRun:
+    """Rebuilds a run directory's model from its last checkpoint, with its tasks.
+
+    # Arguments
+        run_dir: a directory written by `run`.
+        data_dir: where the datasets are; default the run's `data_dir` if it exists
+            from here, else `$METAPLASTIC_DATA_DIR`.
+
+    # Returns
+        A `RestoredRun`; its model holds the live BatchNorm state of the last task.
+
+    # Raises
+        ValueError: if the directory is not a run, holds no completed epoch, or its
+            checkpoint does not fit its configuration.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise ValueError(f"{run_dir} has no config.json: not a run directory.")
+    saved = json.loads(config_path.read_text())
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    config = RunConfig(**{k: v for k, v in saved.items() if k in known})
+    if data_dir is not None:
+        config.data_dir = str(data_dir)
+    elif config.data_dir is not None and not Path(config.data_dir).exists():
+        config.data_dir = None  # relative to where the run was started: use the env
+    checkpoint, state = _last_checkpoint(run_dir)
+    tasks, eval_tasks = build_tasks(config)
+    input_shape = eval_tasks[0].x_test.shape[1:]
+    num_classes = int(max(t.y_test.max() for t in eval_tasks)) + 1
+
+    def build():
+        return _build_model(config, input_shape, num_classes, False)
+
+    model = build()
+    _read_model_weights(checkpoint, model, build)
+    return RestoredRun(
+        config, model, tasks, eval_tasks, checkpoint, state.completed_epochs,
+        state.bn_states,
+    )  # fmt: skip
+
+
+def _load_initial_weights(model, source: str, build) -> None:
+    """Copies `source`'s weights (run directory, pretrained name or weights file) in."""
+    path = Path(source)
+    try:
+        if (path / "config.json").exists():
+            _read_model_weights(_last_checkpoint(path)[0], model, build)
+        else:
+            zoo.layers.load_weights(model, source)
+    except (ValueError, OSError, tf.errors.OpError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"initial_weights {source!r}: {first_line}") from None
 
 
 def _bn_layers(model) -> list:
