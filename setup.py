@@ -12,7 +12,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(
-        include=["zoo", "zoo.*", "training", "training.*", "tuning", "tuning.*"]
+        include=[
+            "zoo", "zoo.*", "training", "training.*", "tuning", "tuning.*",
+            "experiments", "experiments.*",
+        ]
     )
     + ["zoo.saved_models"],
     # Pretrained models (SavedModel, LCE flatbuffer, model card) ship as package data:

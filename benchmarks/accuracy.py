@@ -28,7 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.runner import RunConfig, run  # noqa: E402
+from training.config import RunConfig  # noqa: E402
+from training.runner import run  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     table = _table(rows)
     print(
         f"\n{args.tasks} permuted-MNIST tasks, {args.epochs} epochs per task, "
-        f"lr 0.005, batch 100, seed {args.seed}\n"
+        f"lr {RunConfig.learning_rate:g}, batch {RunConfig.batch_size}, "
+        f"seed {args.seed}\n"
     )
     print(table)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -13,8 +13,8 @@ fresh `MetaplasticAdam(lr, meta=m)`:
   before B (training on B starts from it); after B, B is evaluated with its own state,
   then A's gamma/beta are restored and A's moving statistics re-estimated under the
   current weights from `--recalibrate-batches` (20) training batches of A
-  (`training.runner._recalibrate_bn`). A is also evaluated with its saved statistics
-  frozen, for comparison.
+  (`training.batchnorm`). A is also evaluated with its saved statistics frozen, for
+  comparison.
 
 Prints a markdown table (task A before / after, task B, per m) and writes JSON to
 `benchmarks/results/continue_learning-<UTC time>.json`.
@@ -42,6 +42,8 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training.batchnorm import TaskBatchNorm  # noqa: E402
+from training.config import RunConfig  # noqa: E402
 from training.data import (  # noqa: E402
     DATA_DIR_ENV,
     ImageDataset,
@@ -51,12 +53,6 @@ from training.data import (  # noqa: E402
     random_permutation,
 )
 from training.optimizers import MetaplasticAdam  # noqa: E402
-from training.runner import (  # noqa: E402
-    _bn_layers,
-    _get_bn,
-    _recalibrate_bn,
-    _set_bn,
-)
 from zoo import pretrained  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -66,7 +62,8 @@ DEFAULT_METAS = (2.5, 0.0)
 # The paper's learning rate for MLPs (Laborieux et al. 2021); the card's is preferred.
 DEFAULT_LEARNING_RATE = 0.005
 # Batches of task A that re-estimate its BatchNorm statistics (the runner's default).
-RECALIBRATE_BATCHES = 20
+RECALIBRATE_BATCHES = RunConfig.recalibrate_bn
+TASK_A = 0  # the pretrained task; B is learned next
 PERMUTED = "permuted"
 
 
@@ -136,8 +133,8 @@ def continue_learning(
 ) -> dict:
     """Trains on task B from the pretrained weights; returns the accuracies on A and B."""
     model.set_weights(pretrained_weights)
-    bn_layers = _bn_layers(model)
-    bn_a = _get_bn(bn_layers)  # task A's BatchNorm state, saved before B
+    batch_norm = TaskBatchNorm(model)
+    batch_norm.save(TASK_A)  # task A's BatchNorm state, saved before B
     tf.keras.utils.set_random_seed(seed)
     model.compile(
         MetaplasticAdam(learning_rate, meta=meta),
@@ -157,8 +154,8 @@ def continue_learning(
     wall_time = time.perf_counter() - started
     b_accuracy = _accuracy(model, task_b["x_test"], task_b["y_test"])
 
-    _set_bn(bn_layers, bn_a)  # A's gamma/beta and (stale) statistics
-    a_frozen = _accuracy(model, task_a["x_test"], task_a["y_test"])
+    with batch_norm.evaluating(TASK_A):  # A's gamma/beta and (stale) statistics
+        a_frozen = _accuracy(model, task_a["x_test"], task_a["y_test"])
     batches = make_pipeline(
         task_a["x_train"],
         task_a["y_train"],
@@ -166,8 +163,8 @@ def continue_learning(
         shuffle=True,
         seed=seed,
     )
-    _recalibrate_bn(model, batches.take(recalibrate_batches))
-    a_after = _accuracy(model, task_a["x_test"], task_a["y_test"])
+    with batch_norm.evaluating(TASK_A, batches=batches.take(recalibrate_batches)):
+        a_after = _accuracy(model, task_a["x_test"], task_a["y_test"])
     return {
         "meta": meta,
         "task_a_after": a_after,

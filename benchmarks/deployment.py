@@ -72,7 +72,7 @@ def build_model(config: tuple, weights: str | None) -> tuple:
     factory, kwargs, input_shape, _ = config
     if weights is None:
         tf.keras.utils.set_random_seed(0)
-        model = getattr(zoo, factory)(input_shape=input_shape, **kwargs)
+        model = zoo.get_model(factory).factory(input_shape=input_shape, **kwargs)
         options = "".join(f" {key}={value}" for key, value in kwargs.items())
         return model, f"{factory}{options} (random weights)"
     return export.load_model(weights)

@@ -26,8 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from training.data import load_dataset  # noqa: E402
 from zoo import export, pretrained  # noqa: E402
+from zoo.datasets import load_dataset  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -38,12 +38,13 @@ def measure(name: str, *, data_dir: str | None, samples: int | None) -> dict:
     directory = pretrained.pretrained_directory(name)
     card = json.loads((directory / pretrained.CARD).read_text())
     entry = pretrained.pretrained_models()[name]
-    if pretrained.DEFAULT_PRETRAINED.get(entry.factory) == name:
+    spec = zoo.get_model(entry.factory)
+    if spec.default_pretrained == name:
         call = f"zoo.{entry.factory}(pretrained=True)"
-        model = getattr(zoo, entry.factory)(pretrained=True)
+        model = spec.factory(pretrained=True)
     else:
         call = f"zoo.{entry.factory}(weights={name!r})"
-        model = getattr(zoo, entry.factory)(**entry.kwargs, weights=name)
+        model = spec.factory(**entry.kwargs, weights=name)
     data = load_dataset(card["dataset"], data_dir=data_dir)
     x, y = data.x_test[:samples], data.y_test[:samples]
     started = time.perf_counter()

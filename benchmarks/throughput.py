@@ -1,16 +1,23 @@
-"""Training throughput: MetaplasticAdam vs plain legacy Adam, side by side.
+"""Throughput: MetaplasticAdam vs plain legacy Adam, as ratios measured side by side.
 
-For each model and XLA setting, both optimizers train the same architecture on the same
-synthetic data; timed epochs alternate between them (after a warm-up epoch each) and the
-median and best samples/s of each are reported with their ratios. Prints a table and
-writes JSON to `benchmarks/results/`.
+Two measurements, each with and without XLA:
 
-Shared 2-core machines deliver bursts of full speed and stretches of roughly half speed
-(seen here as a bimodal samples/s, whatever the optimizer), so alternate many epochs and
-read the best-of ratio next to the median one.
+- **update**: one `apply_gradients` on a single binary (Larq) 4096×4096 kernel, the
+  optimizer alone, where the cost of the metaplastic rule shows undiluted;
+- **training**: training steps of `mlp_meta` (1024 and 4096 wide, batch 100) and
+  `vgg16_meta` (batch 64) on synthetic data.
+
+Shared 2-core machines alternate between full speed and about half speed, and other
+processes come and go, so absolute rates from separate runs are not comparable. Both
+optimizers are therefore timed in short blocks of steps that alternate in ABBA order
+(AB, BA, AB, ...); each adjacent pair of blocks, run under nearly the same machine state,
+gives one ratio `metaplastic samples/s / Adam samples/s`. The report is the **median of
+the pair ratios**, with the best pair beside it, never alone. Prints a table and writes
+JSON to `benchmarks/results/`.
 
     python benchmarks/throughput.py                 # the issue's configurations
-    python benchmarks/throughput.py --quick         # a smoke run in a few seconds
+    python benchmarks/throughput.py --quick         # a smoke run in under a minute
+    python benchmarks/throughput.py --only update   # the update microbenchmark alone
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,94 +41,176 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
+import zoo.layers  # noqa: E402
 from training.optimizers import MetaplasticAdam  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+LEARNING_RATE, META = 0.005, 1.35  # the paper's permuted-MNIST settings
 
-# name -> (factory, factory kwargs, input shape, batch size, steps per timed epoch)
+# name -> (factory, factory kwargs, input shape, batch size, steps per timed block)
 CONFIGS = {
-    "mlp_meta-1024": (
-        zoo.mlp_meta,
-        {"hidden_units": (1024, 1024)},
-        (28, 28, 1),
-        100,
-        60,
-    ),
-    "mlp_meta-4096": (
-        zoo.mlp_meta,
-        {"hidden_units": (4096, 4096)},
-        (28, 28, 1),
-        100,
-        12,
-    ),
-    "vgg16_meta": (zoo.vgg16_meta, {}, (32, 32, 3), 64, 3),
+    "mlp_meta-1024": (zoo.mlp_meta, {"hidden_units": (1024, 1024)}, (28, 28, 1), 100, 20),
+    "mlp_meta-4096": (zoo.mlp_meta, {"hidden_units": (4096, 4096)}, (28, 28, 1), 100, 4),
+    "vgg16_meta": (zoo.vgg16_meta, {}, (32, 32, 3), 64, 1),
 }
 QUICK = {
     "mlp_meta-256": (zoo.mlp_meta, {"hidden_units": (256, 256)}, (28, 28, 1), 100, 10),
 }
+# The update microbenchmark: kernel width, updates per timed block.
+UPDATE_WIDTH, UPDATE_STEPS = 4096, 5
+QUICK_UPDATE_WIDTH, QUICK_UPDATE_STEPS = 512, 20
 
 
-def synthetic_data(input_shape, batch_size: int, steps: int) -> tf.data.Dataset:
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(batch_size * steps, *input_shape)).astype("float32")
-    y = rng.integers(0, 10, batch_size * steps)
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache()
+def paired_ratios(
+    adam: Callable[[], None], metaplastic: Callable[[], None], *, pairs: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Times `pairs` pairs of blocks in ABBA order.
+
+    # Arguments
+        adam: runs one timed block with Adam.
+        metaplastic: runs one timed block with MetaplasticAdam.
+        pairs: number of adjacent pairs of blocks.
+
+    # Returns
+        Per pair: the ratio of block rates `metaplastic / adam`, and the seconds of the
+        Adam block and of the MetaplasticAdam block.
+    """
+    ratios, adam_seconds, meta_seconds = [], [], []
+    for pair in range(pairs):
+        seconds = {}
+        order = (adam, metaplastic) if pair % 2 == 0 else (metaplastic, adam)
+        for block in order:
+            start = time.perf_counter()
+            block()
+            seconds[block] = time.perf_counter() - start
+        adam_seconds.append(seconds[adam])
+        meta_seconds.append(seconds[metaplastic])
+        ratios.append(seconds[adam] / seconds[metaplastic])
+    return ratios, adam_seconds, meta_seconds
 
 
-def compiled_model(factory, kwargs, input_shape, optimizer, jit_compile: bool):
-    model = factory(input_shape=input_shape, **kwargs)
-    model.compile(
-        optimizer,
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
+def summary(ratios: list[float], adam_rates: list[float], meta_rates: list[float]):
+    """Median and best pair ratio, median rates, and the raw pairs."""
+    return {
+        "ratio": statistics.median(ratios),
+        "ratio_best": max(ratios),
+        "adam_per_s": statistics.median(adam_rates),
+        "metaplastic_per_s": statistics.median(meta_rates),
+        "pair_ratios": ratios,
+        "adam_blocks_per_s": adam_rates,
+        "metaplastic_blocks_per_s": meta_rates,
+    }
+
+
+def binary_kernel(width: int) -> tf.Variable:
+    """The latent kernel of a built binary dense layer of `zoo`, `width`×`width`."""
+    layer = zoo.layers.binary_dense(width, first=True)
+    layer.build((None, width))
+    return layer.kernel
+
+
+def update_block(optimizer, width: int, steps: int, jit_compile: bool):
+    """A block of `steps` updates of a fresh binary kernel by `optimizer`."""
+    kernel = binary_kernel(width)
+    gradient = tf.random.stateless_normal((width, width), seed=(0, 1))
+
+    @tf.function(jit_compile=jit_compile)
+    def update():
+        optimizer.apply_gradients([(gradient, kernel)])
+
+    def block():
+        for _ in range(steps):
+            update()
+        kernel.read_value().numpy()  # wait for the last update
+
+    return block
+
+
+def benchmark_update(*, width: int, steps: int, jit_compile: bool, pairs: int) -> dict:
+    """One `apply_gradients` on a binary `width`×`width` kernel, Adam vs metaplastic."""
+    blocks = {
+        "adam": update_block(
+            tf.keras.optimizers.legacy.Adam(LEARNING_RATE, epsilon=1e-8),
+            width,
+            steps,
+            jit_compile,
+        ),
+        "metaplastic_adam": update_block(
+            MetaplasticAdam(LEARNING_RATE, meta=META), width, steps, jit_compile
+        ),
+    }
+    for block in blocks.values():  # tracing, compilation, slots
+        block()
+    ratios, adam_s, meta_s = paired_ratios(
+        blocks["adam"], blocks["metaplastic_adam"], pairs=pairs
     )
-    return model
-
-
-def time_epoch(model, data, samples: int) -> float:
-    start = time.perf_counter()
-    model.fit(data, epochs=1, verbose=0)
-    return samples / (time.perf_counter() - start)
-
-
-def benchmark(name, config, *, jit_compile: bool, repeats: int) -> dict:
-    factory, kwargs, input_shape, batch_size, steps = config
-    data = synthetic_data(input_shape, batch_size, steps)
-    samples = batch_size * steps
-    optimizers = {
-        "adam": tf.keras.optimizers.legacy.Adam(0.005, epsilon=1e-8),
-        "metaplastic_adam": MetaplasticAdam(0.005, meta=1.35),
-    }
-    models = {
-        key: compiled_model(factory, kwargs, input_shape, opt, jit_compile)
-        for key, opt in optimizers.items()
-    }
-    for model in models.values():  # warm-up: tracing, XLA compilation, allocation
-        model.fit(data, epochs=1, verbose=0)
-    rates = {key: [] for key in models}
-    for _ in range(repeats):  # alternate so that machine noise hits both alike
-        for key, model in models.items():
-            rates[key].append(time_epoch(model, data, samples))
-    medians = {key: statistics.median(values) for key, values in rates.items()}
-    best = {key: max(values) for key, values in rates.items()}
     result = {
+        "benchmark": "update",
+        "kernel": [width, width],
+        "xla": jit_compile,
+        "updates_per_block": steps,
+        "pairs": pairs,
+        **summary(ratios, [steps / s for s in adam_s], [steps / s for s in meta_s]),
+    }
+    print(
+        f"{'update ' + str(width):>14} | xla={str(jit_compile):5} | "
+        f"ms per update: adam {1e3 / result['adam_per_s']:7.2f}, "
+        f"metaplastic {1e3 / result['metaplastic_per_s']:7.2f} | "
+        f"ratio median {result['ratio']:.3f}, best {result['ratio_best']:.3f}",
+        flush=True,
+    )
+    return result
+
+
+def synthetic_data(input_shape, batch_size: int) -> tf.data.Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch_size * 8, *input_shape)).astype("float32")
+    y = rng.integers(0, 10, batch_size * 8)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache().repeat()
+
+
+def benchmark_training(name, config, *, jit_compile: bool, pairs: int) -> dict:
+    """Training steps of one zoo model, Adam vs metaplastic, in ABBA blocks."""
+    factory, kwargs, input_shape, batch_size, steps = config
+    blocks = {}
+    for key, optimizer in (
+        ("adam", tf.keras.optimizers.legacy.Adam(LEARNING_RATE, epsilon=1e-8)),
+        ("metaplastic_adam", MetaplasticAdam(LEARNING_RATE, meta=META)),
+    ):
+        model = factory(input_shape=input_shape, **kwargs)
+        model.compile(
+            optimizer,
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+        train_step = model.make_train_function()  # what `fit` calls once per step
+        batches = iter(synthetic_data(input_shape, batch_size))
+
+        def block(train_step=train_step, batches=batches):
+            for _ in range(steps):
+                logs = train_step(batches)
+            float(logs["loss"])  # wait for the last step
+
+        for _ in range(2):  # tracing, XLA compilation, allocation
+            block()
+        blocks[key] = block
+    ratios, adam_s, meta_s = paired_ratios(
+        blocks["adam"], blocks["metaplastic_adam"], pairs=pairs
+    )
+    samples = batch_size * steps
+    result = {
+        "benchmark": "training",
         "model": name,
         "xla": jit_compile,
         "batch_size": batch_size,
-        "samples_per_epoch": samples,
-        "adam_samples_per_s": medians["adam"],
-        "metaplastic_samples_per_s": medians["metaplastic_adam"],
-        "ratio": medians["metaplastic_adam"] / medians["adam"],
-        "adam_best_samples_per_s": best["adam"],
-        "metaplastic_best_samples_per_s": best["metaplastic_adam"],
-        "ratio_best": best["metaplastic_adam"] / best["adam"],
-        "all_samples_per_s": rates,
+        "steps_per_block": steps,
+        "pairs": pairs,
+        **summary(ratios, [samples / s for s in adam_s], [samples / s for s in meta_s]),
     }
     print(
-        f"{name:>14} | xla={str(jit_compile):5} | median: adam {medians['adam']:8.1f}, "
-        f"metaplastic {medians['metaplastic_adam']:8.1f}, ratio {result['ratio']:.3f} | "
-        f"best: adam {best['adam']:8.1f}, metaplastic {best['metaplastic_adam']:8.1f}, "
-        f"ratio {result['ratio_best']:.3f}",
+        f"{name:>14} | xla={str(jit_compile):5} | samples/s: adam "
+        f"{result['adam_per_s']:8.1f}, metaplastic {result['metaplastic_per_s']:8.1f} | "
+        f"ratio median {result['ratio']:.3f}, best {result['ratio_best']:.3f}",
         flush=True,
     )
     return result
@@ -131,7 +221,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     parser.add_argument("--models", nargs="*", help=f"subset of {sorted(CONFIGS)}")
     parser.add_argument(
-        "--repeats", type=int, default=7, help="timed epochs per optimizer"
+        "--only", choices=("update", "training"), help="run one benchmark only"
+    )
+    parser.add_argument(
+        "--pairs", type=int, help="ABBA pairs of timed blocks (default 16, quick 4)"
     )
     parser.add_argument("--no-xla", action="store_true", help="skip the XLA runs")
     parser.add_argument("--output", type=Path, help="JSON path (default: results dir)")
@@ -142,19 +235,36 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}; choose from {sorted(configs)}")
     names = args.models or list(configs)
+    pairs = args.pairs or (4 if args.quick else 16)
+    if pairs < 1:
+        parser.error("--pairs must be at least 1")
+    width, steps = (
+        (QUICK_UPDATE_WIDTH, QUICK_UPDATE_STEPS)
+        if args.quick
+        else (UPDATE_WIDTH, UPDATE_STEPS)
+    )
     print(
-        f"samples/s over {args.repeats} alternating epochs, TF {tf.__version__}, "
-        f"{os.cpu_count()} CPUs",
+        f"metaplastic/Adam throughput ratios over {pairs} ABBA pairs of blocks, "
+        f"TF {tf.__version__}, {os.cpu_count()} CPUs",
         flush=True,
     )
     results = []
     for jit_compile in (False,) if args.no_xla else (False, True):
-        for name in names:
+        if args.only != "training":
             tf.keras.backend.clear_session()
-            result = benchmark(
-                name, configs[name], jit_compile=jit_compile, repeats=args.repeats
+            results.append(
+                benchmark_update(
+                    width=width, steps=steps, jit_compile=jit_compile, pairs=pairs
+                )
             )
-            results.append(result)
+        if args.only != "update":
+            for name in names:
+                tf.keras.backend.clear_session()
+                results.append(
+                    benchmark_training(
+                        name, configs[name], jit_compile=jit_compile, pairs=pairs
+                    )
+                )
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     output = args.output or RESULTS_DIR / f"throughput-{stamp}.json"
@@ -163,10 +273,13 @@ def main(argv=None) -> int:
         json.dumps(
             {
                 "date": stamp,
+                "method": "median over ABBA pairs of the per-pair ratio "
+                "metaplastic/adam of block rates; ratio_best is the best pair",
                 "tensorflow": tf.__version__,
                 "machine": platform.machine(),
                 "cpus": os.cpu_count(),
-                "repeats": args.repeats,
+                "command": sys.argv,
+                "pairs": pairs,
                 "results": results,
             },
             indent=2,

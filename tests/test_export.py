@@ -1,15 +1,15 @@
 """Tests of zoo.export (LCE conversion, inspection, verification) and `python -m zoo`."""
 
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.data import load_dataset
+import zoo
 from training.optimizers import MetaplasticAdam
-from zoo import export, layers, mlp_meta, vgg16_meta
+from zoo import export, layers, mlp_meta, pretrained, vgg16_meta
 from zoo.cli import main
+from zoo.datasets import load_dataset
+from zoo.publishing import REQUIRED_CARD_KEYS
 
 
 def randomize_batch_norm(model: tf.keras.Model, seed: int) -> None:
@@ -267,19 +267,36 @@ def test_cli_converts_a_factory_model_with_random_weights(tmp_path, capsys, lce)
     assert 784 * 1024 * 4 + 1024**2 // 8 < report["size_bytes"] < 3.3 * 2**20
 
 
-def test_load_model_falls_back_on_pretrained_names(monkeypatch):
-    module = type(sys)("zoo.pretrained")
-    small = mlp_meta(hidden_units=(8,), input_shape=(4, 4, 1))
-    module.load_pretrained = lambda name: small if name == "tiny_pmnist" else None
-    monkeypatch.setitem(sys.modules, "zoo.pretrained", module)
-    assert export.load_model("tiny_pmnist") == (small, "pretrained tiny_pmnist")
-    monkeypatch.setitem(sys.modules, "zoo.pretrained", None)  # not installed
-    with pytest.raises(ValueError, match="unknown model 'tiny_pmnist'"):
-        export.load_model("tiny_pmnist")
+def test_load_model_finds_factories_and_pretrained_names(tmp_path):
+    small = mlp_meta(hidden_units=(8,), input_shape=(4, 4, 1), num_classes=3)
+    card = {
+        "factory": "mlp_meta",
+        "kwargs": {"hidden_units": (8,), "input_shape": (4, 4, 1), "num_classes": 3},
+        **{key: "-" for key in REQUIRED_CARD_KEYS},
+    }
+    zoo.package_pretrained(small, name="tiny", card=card, directory=tmp_path, lce=False)
+    x = np.random.default_rng(0).uniform(size=(5, 4, 4, 1)).astype("float32")
+    with pretrained.pretrained_scope():
+        zoo.register_pretrained(
+            "tiny",
+            factory="mlp_meta",
+            kwargs=card["kwargs"],
+            directory=tmp_path / "tiny",
+        )
+        loaded, source = export.load_model("tiny")
+        assert source == "pretrained tiny"
+        np.testing.assert_array_equal(inference(loaded, x), inference(small, x))
+    # Binary factories only (the registry's), built with random weights.
+    model, source = export.load_model("vgg_small_meta", input_shape=(8, 8, 1))
+    assert source == "vgg_small_meta (random weights)"
+    assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 10)
+    for name in ("tiny", "mlp_float"):
+        with pytest.raises(ValueError, match=f"unknown model '{name}'; ") as error:
+            export.load_model(name)
+        assert "(mlp_meta, vgg16_meta, vgg_small_meta)" in str(error.value)
 
 
-def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_data_dir, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "zoo.pretrained", None)
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_data_dir, capsys):
     output = str(tmp_path / "out.tflite")
     cases = [
         (["convert", str(tmp_path / "missing"), "-o", output], "does not exist"),
@@ -290,6 +307,15 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_data_dir, capsys, monke
             "height and width >= 32",
         ),
         (["convert", "mlp_meta", "-o", output, "--samples", "5"], "needs --dataset"),
+        (
+            ["convert", "mlp_meta", "-o", output, "--dataset", "mnist"]
+            + ["--samples", "0"],
+            "error: --samples must be a positive integer, got 0.\n",
+        ),
+        (
+            ["convert", "mlp_meta", "-o", output, "--batch-size", "-2"],
+            "error: --batch-size must be a positive integer, got -2.\n",
+        ),
     ]
     for argv, message in cases:
         assert main(argv) == 2

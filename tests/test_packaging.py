@@ -21,9 +21,7 @@ def train_tiny(tmp_path, data_dir):
     return run_dir, argv
 
 
-def test_packaged_run_scores_what_the_run_reported(
-    tmp_path, tiny_data_dir, monkeypatch, capsys
-):
+def test_packaged_run_scores_what_the_run_reported(tmp_path, tiny_data_dir, capsys):
     run_dir, argv = train_tiny(tmp_path, tiny_data_dir)
     assert (run_dir / "commands.txt").read_text().splitlines() == [
         "python -m training " + " ".join(argv)
@@ -51,16 +49,17 @@ def test_packaged_run_scores_what_the_run_reported(
     assert lce["agreement"] == 1.0 and lce["test_accuracy"] == pytest.approx(keras)
     assert set(card["files"]) >= {"model.tflite", "README.md"}
 
-    monkeypatch.setattr(pretrained, "_REGISTRY", dict(pretrained._REGISTRY))
-    zoo.register_pretrained(
-        "tiny_fmnist",
-        factory="mlp_meta",
-        kwargs=card["kwargs"],
-        directory=out / "tiny_fmnist",
-    )
-    model = zoo.mlp_meta(**card["kwargs"], weights="tiny_fmnist")
+    with pretrained.pretrained_scope():
+        zoo.register_pretrained(
+            "tiny_fmnist",
+            factory="mlp_meta",
+            kwargs=card["kwargs"],
+            directory=out / "tiny_fmnist",
+        )
+        model = zoo.mlp_meta(**card["kwargs"], weights="tiny_fmnist")
+        reloaded = zoo.load_pretrained("tiny_fmnist")
+    assert "tiny_fmnist" not in zoo.pretrained_models()
     images = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
-    reloaded = zoo.load_pretrained("tiny_fmnist")
     np.testing.assert_allclose(model(images), reloaded(images), atol=1e-5)
 
 

@@ -1,5 +1,6 @@
-"""The pretrained-model registry: packaging, sha256 verification, loading by name, URL
-entries fetched with `get_file`, factories with pretrained weights, further training."""
+"""The pretrained-model registry (zoo.pretrained) and publishing (zoo.publishing):
+packaging, sha256 verification, loading by name, URL entries fetched with `get_file`,
+factories with pretrained weights, further training."""
 
 import functools
 import hashlib
@@ -67,16 +68,17 @@ def packaged(trained, tmp_path_factory):
     """The trained model packaged without LCE: (directory, card)."""
     model, test = trained
     root = tmp_path_factory.mktemp("saved_models")
-    card = pretrained.package_pretrained(
+    card = zoo.package_pretrained(
         model, name=NAME, card=CARD, directory=root, lce=False, verify_data=test
     )
     return root / NAME, card
 
 
 @pytest.fixture
-def registry(monkeypatch):
+def registry():
     """Registrations made by a test are undone after it."""
-    monkeypatch.setattr(pretrained, "_REGISTRY", dict(pretrained._REGISTRY))
+    with pretrained.pretrained_scope():
+        yield
 
 
 def _register_copy(packaged, tmp_path, name=NAME):
@@ -151,12 +153,16 @@ def test_factory_with_pretrained_name_predicts_identically(packaged, trained, re
     )
 
 
-def test_pretrained_true_loads_the_factory_default(
-    packaged, trained, registry, monkeypatch
-):
-    monkeypatch.setattr(pretrained, "DEFAULT_PRETRAINED", {"mlp_meta": NAME})
-    zoo.register_pretrained(
-        NAME, factory="mlp_meta", kwargs=KWARGS, directory=packaged[0]
+def test_pretrained_true_loads_the_factory_default(packaged, trained, registry):
+    default = zoo.get_model("mlp_meta").default_pretrained
+    assert default == pretrained.DEFAULT_PRETRAINED["mlp_meta"]
+    assert default == "mlp_meta_fashion_mnist_stream"
+    zoo.register_pretrained(  # the default name, now the tiny model
+        default,
+        factory="mlp_meta",
+        kwargs=KWARGS,
+        directory=packaged[0],
+        overwrite=True,
     )
     model, (x, _) = trained
     built = zoo.mlp_meta(**KWARGS, pretrained=True)
@@ -278,8 +284,15 @@ def test_url_entry_with_wrong_sha256_is_refused(packaged, tmp_path, registry):
     assert not (tmp_path / "cache" / "metaplastic_zoo" / "mirror").exists()
 
 
-def test_unshipped_default_gives_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrained, "_shipped_roots", lambda: [tmp_path])
+def test_unshipped_default_gives_a_clear_error(tmp_path, registry):
+    for name, entry in zoo.pretrained_models().items():  # as if not shipped
+        zoo.register_pretrained(
+            name,
+            factory=entry.factory,
+            kwargs=entry.kwargs,
+            directory=tmp_path / name,
+            overwrite=True,
+        )
     message = _one_line_error(
         lambda: zoo.mlp_meta(pretrained=True),
         "pretrained model mlp_meta_fashion_mnist_stream is not shipped in this "
@@ -405,6 +418,26 @@ def test_register_pretrained_errors(registry):
     assert zoo.pretrained_models()["x"].kwargs == KWARGS
 
 
+def test_pretrained_scope_undoes_registrations(tmp_path):
+    before = zoo.pretrained_models()
+    with pretrained.pretrained_scope():
+        zoo.register_pretrained(
+            "x", factory="mlp_meta", kwargs=KWARGS, directory=tmp_path
+        )
+        zoo.register_pretrained(
+            "vgg16_meta_cifar10",
+            factory="vgg16_meta",
+            kwargs={"num_classes": 3},
+            directory=tmp_path,
+            overwrite=True,
+        )
+        assert "x" in zoo.pretrained_models()
+        replaced = zoo.pretrained_models()["vgg16_meta_cifar10"]
+        assert replaced.kwargs == {"num_classes": 3}
+    assert zoo.pretrained_models() == before
+    assert zoo.pretrained_models()["vgg16_meta_cifar10"].directory is None
+
+
 def test_package_refuses_to_overwrite_and_checks_the_card(trained, packaged):
     model, _ = trained
     directory = packaged[0].parent
@@ -436,7 +469,7 @@ def test_package_with_lce_flatbuffer(trained, tmp_path, registry):
     from zoo.export import lce_predict
 
     model, (x, y) = trained
-    card = pretrained.package_pretrained(
+    card = zoo.package_pretrained(
         model, name=NAME, card=CARD, directory=tmp_path, verify_data=(x, y)
     )
     directory = tmp_path / NAME
@@ -472,7 +505,7 @@ SHIPPED_SAMPLES = {"mlp_meta": None, "vgg16_meta": 300}
 @pytest.mark.skipif(not HAS_LCE, reason="larq_compute_engine is not installed")
 @pytest.mark.parametrize("factory", sorted(pretrained.DEFAULT_PRETRAINED))
 def test_shipped_model_scores_what_its_card_says(factory):
-    from training.data import DATA_DIR_ENV, load_dataset
+    from zoo.datasets import DATA_DIR_ENV, load_dataset
     from zoo.export import verify_lce
 
     name = pretrained.DEFAULT_PRETRAINED[factory]

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from training.data import ImageDataset
 from training.protocols import (
     dataset_sequence,
     joint_task,
     permuted_tasks,
     stream_subsets,
 )
+from zoo.datasets import ImageDataset
 
 
 def dataset(n_train=120, n_test=40, size=4, classes=3, seed=0, name="toy"):
@@ -71,6 +71,9 @@ def test_stream_subsets_are_class_balanced_and_disjoint():
     assert len(np.unique(rows, axis=0)) == 120
     with pytest.raises(ValueError, match="fewer than num_subsets"):
         stream_subsets(d, num_subsets=50)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="num_subsets must be a positive integer"):
+            stream_subsets(d, num_subsets=bad)
 
 
 def test_dataset_sequence_checks_shapes():

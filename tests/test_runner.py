@@ -1,4 +1,5 @@
-"""Tests for training/runner.py and training/cli.py on tiny generated IDX data."""
+"""Tests for training/runner.py on tiny generated IDX data: complete run directories,
+bit-exact resumption, distribution, baselines and initial weights."""
 
 import csv
 import json
@@ -7,18 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.cli import _parser, config_from_args, main
+from training.batchnorm import TaskBatchNorm, recalibration_batches
+from training.rundir import RunDirectory
 from training.runner import (
     RunConfig,
     RunDirectoryError,
-    _new_optimizer,
-    _recalibrate_bn,
+    build_tasks,
+    make_optimizer,
+    restore_run,
     run,
 )
 
@@ -42,8 +46,8 @@ def tiny_config(tmp_path, data_dir, **overrides):
 
 
 def checkpoint_values(run_dir) -> dict:
-    progress = json.loads((Path(run_dir) / "checkpoint" / "progress.json").read_text())
-    reader = tf.train.load_checkpoint(progress["checkpoint"])
+    checkpoint, _ = RunDirectory(run_dir).last_checkpoint()
+    reader = tf.train.load_checkpoint(checkpoint)
     return {
         name: reader.get_tensor(name)
         for name in reader.get_variable_to_shape_map()
@@ -240,7 +244,7 @@ def test_stream_and_joint_runs(tmp_path, tiny_data_dir):
 
 def test_full_precision_run(tmp_path, tiny_data_dir):
     config = tiny_config(tmp_path, tiny_data_dir, model="mlp_float", num_tasks=2)
-    optimizer = _new_optimizer(config)
+    optimizer = make_optimizer(config)
     assert optimizer.metaplastic_variables == "kernels"
     summary = run(config, verbose=0)
     assert np.array(summary["accuracy_matrix"]).shape == (2, 2)
@@ -248,27 +252,9 @@ def test_full_precision_run(tmp_path, tiny_data_dir):
     rows = metric_rows(tmp_path / "run")
     assert "flipped" not in rows[0]  # no binary weights to diagnose
     assert (tmp_path / "run" / "plots" / "hidden_weights_task_2.png").exists()
-    assert _new_optimizer(
+    assert make_optimizer(
         tiny_config(tmp_path, tiny_data_dir)
     ).metaplastic_variables == ("binary")
-
-
-def test_cli_baseline_and_float_model_options(tmp_path):
-    def config(*argv):
-        return config_from_args(_parser().parse_args(["permuted", *argv]))
-
-    ewc = config("--tasks", "10", "--meta", "0", "--baseline", "ewc")
-    assert (ewc.baseline, ewc.ewc_lambda, ewc.fisher_samples) == ("ewc", 5e3, 5000)
-    assert ewc.run_dir == "runs/permuted-mnist-m0-seed0-ewc"
-    si = config("--baseline", "si", "--si-c", "0.5", "--si-xi", "0.01")
-    assert (si.baseline, si.si_c, si.si_xi) == ("si", 0.5, 0.01)
-    assert si.run_dir == "runs/permuted-mnist-m1.35-seed0-si"
-    shuffled = config("--baseline", "ewc_random", "--ewc-lambda", "100")
-    assert (shuffled.baseline, shuffled.ewc_lambda) == ("ewc_random", 100.0)
-    float_model = config("--model", "mlp_float", "--hidden-units", "64")
-    assert (float_model.model, float_model.hidden_units) == ("mlp_float", (64,))
-    assert float_model.run_dir == "runs/permuted-mnist-m1.35-seed0-float"
-    assert config().baseline is None and config().run_dir.endswith("seed0")
 
 
 def test_baseline_with_a_strategy_is_refused(
@@ -289,74 +275,6 @@ def test_run_directory_of_another_configuration_is_refused(tmp_path, tiny_data_d
         )
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"protocol": "rotated"}, "protocol must be one of"),
-        ({"epochs": 0}, "epochs must be a positive integer"),
-        ({"meta": -1.0}, "meta must be finite"),
-        ({"datasets": ("mnist", "fashion_mnist")}, "takes one dataset"),
-        ({"baseline": "lwf"}, "baseline must be one of"),
-        ({"ewc_lambda": -1.0}, "ewc_lambda must be finite and >= 0"),
-        ({"si_xi": 0.0}, "si_xi must be finite and > 0"),
-        ({"fisher_samples": 0}, "fisher_samples must be a positive integer"),
-        ({"model": "mlp_binary"}, "model must be one of"),
-    ],
-)
-def test_invalid_configuration(tmp_path, tiny_data_dir, overrides, message):
-    with pytest.raises(ValueError, match=message):
-        tiny_config(tmp_path, tiny_data_dir, **overrides)
-
-
-def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_data_dir, capsys):
-    code = main(
-        ["permuted", "--dataset", "nosuchset", "--run-dir", str(tmp_path / "r")]
-    )
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("error: unknown dataset 'nosuchset'") and err.count("\n") == 1
-
-    code = main(
-        [
-            "sequence",
-            "--datasets",
-            "mnist",
-            "fashion_mnist",
-            "--epochs",
-            "1",
-            "--hidden-units",
-            "16",
-            "--quiet",
-            "--data-dir",
-            str(tiny_data_dir),
-            "--run-dir",
-            str(tmp_path / "seq"),
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "Final test accuracy: mnist" in out and "fashion_mnist" in out
-
-
-def test_batch_norm_recalibration_averages_batch_statistics():
-    inputs = tf.keras.Input((3,))
-    x = tf.keras.layers.Dropout(0.5)(inputs)
-    outputs = tf.keras.layers.BatchNormalization(momentum=0.9)(x)
-    model = tf.keras.Model(inputs, outputs)
-    rng = np.random.default_rng(0)
-    batches = [rng.normal(loc=i, size=(8, 3)).astype("float32") for i in range(3)]
-    data = tf.data.Dataset.from_tensor_slices((np.stack(batches), np.zeros(3)))
-    _recalibrate_bn(model, data)
-    bn = model.layers[-1]
-    np.testing.assert_allclose(
-        bn.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0), rtol=1e-5
-    )
-    np.testing.assert_allclose(
-        bn.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0), rtol=1e-5
-    )
-    assert bn.momentum == 0.9 and model.layers[1].rate == 0.5  # restored
-
-
 def test_run_directory_from_before_validation_split_resumes(tmp_path, tiny_data_dir):
     config = tiny_config(tmp_path, tiny_data_dir, num_tasks=2, epochs=1)
     first = run(config, verbose=0)
@@ -374,31 +292,45 @@ def test_run_directory_from_before_validation_split_resumes(tmp_path, tiny_data_
         tiny_config(tmp_path, tiny_data_dir, validation_split=-0.1)
 
 
-def test_reported_accuracy_of_the_last_task_is_the_checkpointed_models(
-    tmp_path, tiny_data_dir, monkeypatch
-):
-    # Earlier tasks are evaluated with their own re-estimated BatchNorm state; the task
-    # being trained with the live one, so its number is what the saved model scores.
-    from training import runner
-
-    recalibrated = []
-
-    def recalibrate(model, batches):
-        recalibrated.append(len(runner._get_bn(runner._bn_layers(model))))
-        _recalibrate_bn(model, batches)
-
-    monkeypatch.setattr(runner, "_recalibrate_bn", recalibrate)
-    config = tiny_config(tmp_path, tiny_data_dir, num_tasks=2, epochs=1)
-    summary = run(config, verbose=0)
-    assert len(recalibrated) == 1  # task 1, once task 2 is learned; never the current
-    restored = runner.restore_run(config.run_dir)
-    model = restored.model
+def restored_accuracy(config, task_index, own_batch_norm, batches=None) -> float:
+    """Test accuracy of a run's final model on one of its tasks, with the live
+    BatchNorm state or (`own_batch_norm`) with the task's own, as the runner does."""
+    restored = restore_run(config.run_dir)
+    model, task = restored.model, restored.eval_tasks[task_index]
     model.compile(
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    _, accuracy = model.evaluate(restored.eval_tasks[-1].test_data(), verbose=0)
-    assert accuracy == pytest.approx(summary["final_accuracy"]["task_2"], abs=1e-6)
+    states = TaskBatchNorm(model, restored.bn_states)
+    with (
+        states.evaluating(task_index, batches=batches)
+        if own_batch_norm
+        else nullcontext()
+    ):
+        return model.evaluate(task.test_data(batch_size=1000), verbose=0)[1]
+
+
+def test_reported_accuracies_are_those_of_the_checkpointed_model(
+    tmp_path, tiny_data_dir
+):
+    # The task being trained is evaluated with the live BatchNorm state, so its number
+    # is what the saved model scores; an earlier task with its own state, re-estimated
+    # (or not, with recalibrate_bn=0) from its training batches.
+    for recalibrate_bn in (20, 0):
+        config = tiny_config(
+            tmp_path / str(recalibrate_bn), tiny_data_dir, num_tasks=2, epochs=1,
+            recalibrate_bn=recalibrate_bn,
+        )  # fmt: skip
+        final = run(config, verbose=0)["final_accuracy"]
+        assert restored_accuracy(config, 1, False) == pytest.approx(
+            final["task_2"], abs=1e-6
+        )
+        tasks, _ = build_tasks(config)
+        batches = recalibration_batches(config, tasks[0], 0)
+        assert (batches is None) == (recalibrate_bn == 0)
+        assert restored_accuracy(config, 0, True, batches) == pytest.approx(
+            final["task_1"], abs=1e-6
+        )
 
 
 def test_initial_weights_from_a_run_directory(tmp_path, tiny_data_dir):

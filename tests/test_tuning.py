@@ -1,5 +1,6 @@
 """Tests for tuning/ (hypermodel, search, CLI, distributed chief/workers) on tiny data."""
 
+import ast
 import csv
 import json
 import os
@@ -13,11 +14,17 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from training.data import load_dataset
-from training.runner import RunConfig, build_tasks
+from training.runner import RunConfig, build_model, build_tasks, make_optimizer
 from tuning.cli import main
 from tuning.hypermodel import MetaplasticHyperModel
-from tuning.search import make_tuner, summarize_search, trial_config
+from tuning.search import (
+    distributed_role,
+    make_tuner,
+    summarize_search,
+    trial_config,
+)
+from zoo import registry
+from zoo.datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,6 +84,82 @@ def test_hypermodel_builds_with_one_meta_per_binary_layer():
     assert overrides["hidden_units"] == (32, 32)
     # A RunConfig takes the per-layer m as it is.
     assert RunConfig(**overrides).meta["dense_out"] == 2.5
+
+
+def test_build_is_the_model_a_trial_starts_from(tmp_path, tiny_data_dir):
+    hypermodel = tiny_hypermodel(learning_rate_range=(1e-3, 2e-2))
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("learning_rate", 0.004)
+    hp.Fixed("meta", 0.7)
+    built = hypermodel.build(hp)
+    config = trial_config(
+        tiny_base(tiny_data_dir),
+        hypermodel,
+        hp,
+        validation_split=0.1,
+        run_dir=str(tmp_path),
+    )
+    # The runner builds the trial's model from the trial's config with the same seed.
+    trial = build_model(config, input_shape=(8, 8, 1), num_classes=4)
+    assert [w.shape for w in built.get_weights()] == [
+        w.shape for w in trial.get_weights()
+    ]
+    for ours, theirs in zip(built.get_weights(), trial.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    assert built.optimizer.get_config() == make_optimizer(config).get_config()
+    assert built.optimizer.meta == 0.7
+    assert float(built.optimizer.learning_rate) == pytest.approx(0.004)
+
+
+def test_models_come_from_the_registry():
+    assert registry.model_names(binary=True) == (
+        "mlp_meta",
+        "vgg16_meta",
+        "vgg_small_meta",
+    )
+    with pytest.raises(ValueError) as info:
+        tiny_hypermodel(model="mlp_float")  # not binary: no m to tune per layer
+    assert "'mlp_meta', 'vgg16_meta', 'vgg_small_meta'; got 'mlp_float'" in str(
+        info.value
+    )
+    with pytest.raises(ValueError, match="hidden_units_choices applies to models"):
+        tiny_hypermodel(
+            model="vgg_small_meta", input_shape=(8, 8, 3), hidden_units_choices=(8,)
+        )
+
+
+def test_distributed_role_reads_keras_tuner_variables(monkeypatch):
+    for name in (
+        "KERASTUNER_TUNER_ID",
+        "KERASTUNER_ORACLE_IP",
+        "KERASTUNER_ORACLE_PORT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed_role() is None
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner3")  # an ID alone: local search
+    assert distributed_role() is None
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    with pytest.raises(ValueError, match="not KERASTUNER_ORACLE_PORT"):
+        distributed_role()
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    assert distributed_role() == "worker"
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    assert distributed_role() == "chief"
+
+
+def test_tuning_uses_only_public_keras_tuner_modules():
+    private = []
+    for path in sorted((ROOT / "tuning").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            private += [
+                f"{path.name}: {n}" for n in names if n.startswith("keras_tuner.src")
+            ]
+    assert private == []
 
 
 @pytest.mark.parametrize(

@@ -263,6 +263,39 @@ def test_invalid_dropout():
         vgg_small_meta(dropout=1.0)
 
 
+@pytest.mark.parametrize(
+    "factory, kwargs, message",
+    [
+        (
+            mlp_meta,
+            {"num_classes": 0},
+            "num_classes must be a positive integer, got 0.",
+        ),
+        (
+            mlp_float,
+            {"hidden_units": (32, 0)},
+            "hidden_units must be a non-empty sequence of positive integers, "
+            "got (32, 0).",
+        ),
+        (
+            vgg16_meta,
+            {"dense_units": []},
+            "dense_units must be a non-empty sequence of positive integers, got [].",
+        ),
+        (
+            vgg_small_meta,
+            {"dropout": -0.1},
+            "dropout must be a finite number >= 0 and < 1, got -0.1.",
+        ),
+    ],
+)
+def test_argument_errors_are_one_line(factory, kwargs, message):
+    """The shared checks of zoo.validation: the argument and its value, nothing else."""
+    with pytest.raises(ValueError) as error:
+        factory(**kwargs)
+    assert str(error.value) == message
+
+
 @pytest.mark.parametrize("case", ["mlp", "vgg_small"])
 def test_input_tensor(case):
     factory, kwargs = CASES[case]

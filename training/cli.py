@@ -1,50 +1,178 @@
 """Command line: `python -m training {train,permuted,sequence,stream,package} ...`.
 
 A thin layer over `training.runner.run`: every option is a `RunConfig` field, and the
-defaults are the paper's settings for the protocol and dataset (Laborieux et al. 2021).
-Re-running the same command continues an interrupted run from its last completed epoch;
-a finished run records its command in `commands.txt`. `package RUN_DIR --name NAME`
-turns a finished run into a pretrained model (`training.packaging.package_run`).
+defaults are the paper's settings for the protocol and dataset
+(`training.config.PRESETS`, Laborieux et al. 2021), else `RunConfig`'s. Re-running the
+same command continues an interrupted run from its last completed epoch; a finished run
+records its command in `commands.txt`. `package RUN_DIR --name NAME` turns a finished
+run into a pretrained model (`training.packaging.package_run`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
 
-# The paper's hyperparameters, by (protocol, dataset).
-PAPER_DEFAULTS = {
-    # Fig. 2: permuted MNIST, fresh Adam per task, BN statistics kept per task.
-    ("permuted", "mnist"): dict(
-        meta=1.35, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=10
-    ),
-    # Fig. 3a: stream Fashion-MNIST, 60 subsets of 1,000 images, 20 epochs each.
-    ("stream", "fashion_mnist"): dict(
-        meta=2.5, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=60
-    ),
-    # Fig. 3b: stream CIFAR-10, 20 subsets, VGG-Small, augmentation.
-    ("stream", "cifar10"): dict(
-        meta=13.0,
-        learning_rate=1e-4,
-        batch_size=64,
-        epochs=20,
-        num_tasks=20,
-        model="vgg_small_meta",
-        augment="flip_crop",
-    ),
-}
-FALLBACK = dict(meta=1.35, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=10)
-COMMAND_DATASETS = {
-    "train": ["fashion_mnist"],
-    "permuted": ["mnist"],
-    "sequence": ["mnist", "fashion_mnist"],
-    "stream": ["fashion_mnist"],
-}
+import tensorflow as tf
+
+from training import baselines, data
+from training.config import BATCH_NORM, DEFAULT_DATASETS, EVALUATE, PRESETS, RunConfig
+from training.packaging import package_run
+from training.rundir import RunDirectory
+from training.runner import run
+from zoo import registry
+from zoo.datasets import canonical_name
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+# `train`: one dataset learned once (a sequence of one task), briefly.
+TRAIN_DATASETS = ("fashion_mnist",)
+TRAIN_EPOCHS = 5
+
+# Options that set the `RunConfig` field of the same name when given.
+_FIELDS = (
+    "num_tasks", "epochs", "meta", "learning_rate", "batch_size", "model", "augment",
+    "baseline", "ewc_lambda", "fisher_samples", "si_c", "si_xi", "batch_norm",
+    "recalibrate_bn", "evaluate", "seed", "initial_weights", "data_dir",
+)  # fmt: skip
+_PAPER = PRESETS[("permuted", "mnist")]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
+    datasets = TRAIN_DATASETS if command == "train" else DEFAULT_DATASETS[command]
+    p.add_argument(
+        "--datasets",
+        "--dataset",
+        nargs="+",
+        metavar="NAME",
+        default=list(datasets),
+        help="mnist, fashion_mnist, cifar10 or an image-folder path "
+        f"(default: {' '.join(datasets)})",
+    )
+    if command in ("permuted", "stream"):
+        p.add_argument(
+            "--tasks" if command == "permuted" else "--subsets",
+            dest="num_tasks",
+            type=int,
+            help="number of tasks / subsets (paper: "
+            f"{_PAPER['num_tasks']} / {PRESETS[('stream', 'fashion_mnist')]['num_tasks']})",
+        )
+    p.add_argument(
+        "--epochs", type=int, help=f"epochs per task (paper: {_PAPER['epochs']})"
+    )
+    p.add_argument("--meta", "-m", type=float, help="metaplasticity m; 0 = plain Adam")
+    p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--model",
+        choices=registry.model_names(),
+        help="zoo model; a float model (mlp_float: full-precision MLP of the same "
+        "shape) is trained with the metaplastic rule on its float kernels",
+    )
+    p.add_argument(
+        "--hidden-units",
+        type=int,
+        nargs="+",
+        metavar="H",
+        help=f"MLP widths (default {' '.join(map(str, RunConfig.hidden_units))})",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=baselines.BASELINES,
+        help="continual-learning baseline with task boundaries: EWC, EWC with "
+        "shuffled Fisher (random consolidation) or Synaptic Intelligence; "
+        "combines with --meta (the paper's EWC runs: --meta 0)",
+    )
+    p.add_argument(
+        "--ewc-lambda",
+        type=float,
+        help=f"EWC strength (default: paper's {RunConfig.ewc_lambda:g})",
+    )
+    p.add_argument(
+        "--fisher-samples",
+        type=int,
+        metavar="N",
+        help="training examples of each task's Fisher estimate "
+        f"(default {RunConfig.fisher_samples})",
+    )
+    p.add_argument(
+        "--si-c", type=float, help=f"SI strength (default {RunConfig.si_c:g})"
+    )
+    p.add_argument(
+        "--si-xi", type=float, help=f"SI damping (default {RunConfig.si_xi:g})"
+    )
+    p.add_argument(
+        "--joint",
+        action="store_true",
+        help="train on the union of all tasks (upper-bound reference)",
+    )
+    p.add_argument(
+        "--shared-optimizer",
+        action="store_true",
+        help="one optimizer for the whole run (default: fresh per task)",
+    )
+    p.add_argument(
+        "--bn",
+        dest="batch_norm",
+        choices=BATCH_NORM,
+        help=f"BatchNorm state per task or shared (default {RunConfig.batch_norm})",
+    )
+    p.add_argument(
+        "--recalibrate-bn",
+        type=int,
+        metavar="N",
+        help="batches used to re-estimate a finished task's BatchNorm statistics "
+        "under the current weights before evaluating it (0: saved statistics; "
+        f"default {RunConfig.recalibrate_bn})",
+    )
+    p.add_argument("--augment", choices=data.AUGMENTATIONS)
+    p.add_argument(
+        "--evaluate",
+        choices=EVALUATE,
+        help="evaluate every task after every epoch or at task ends only "
+        f"(default {RunConfig.evaluate})",
+    )
+    p.add_argument("--seed", type=int, help=f"(default {RunConfig.seed})")
+    p.add_argument(
+        "--initial-weights",
+        metavar="SOURCE",
+        help="start from a run directory's last weights, a pretrained model name "
+        "or a weights file, with a fresh optimizer (e.g. a lower learning rate)",
+    )
+    p.add_argument(
+        "--jit",
+        dest="jit_compile",
+        action="store_true",
+        help="compile the training step with XLA",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=["none", "mirrored", "multiworker"],
+        default="none",
+        help="mirrored: all local GPUs; multiworker: machines in TF_CONFIG",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="dataset directory (else $METAPLASTIC_DATA_DIR, then tensorflow-datasets)",
+    )
+    p.add_argument("--run-dir", help="run directory (default: runs/<command>-...)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh instead of resuming an existing run directory",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="one line per epoch instead of progress bars",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m training`."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="Train metaplastic BNNs on continual-learning protocols.",
@@ -58,126 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     }
     for command, help_text in helps.items():
         p = commands.add_parser(command, help=help_text, description=help_text)
-        p.add_argument(
-            "--datasets",
-            "--dataset",
-            nargs="+",
-            metavar="NAME",
-            default=COMMAND_DATASETS[command],
-            help="mnist, fashion_mnist, cifar10 or an image-folder path "
-            f"(default: {' '.join(COMMAND_DATASETS[command])})",
-        )
-        if command in ("permuted", "stream"):
-            p.add_argument(
-                "--tasks" if command == "permuted" else "--subsets",
-                dest="num_tasks",
-                type=int,
-                help="number of tasks / subsets (paper: 10 / 60)",
-            )
-        p.add_argument("--epochs", type=int, help="epochs per task (paper: 20)")
-        p.add_argument(
-            "--meta", "-m", type=float, help="metaplasticity m; 0 = plain Adam"
-        )
-        p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
-        p.add_argument("--batch-size", type=int)
-        p.add_argument(
-            "--model",
-            choices=["mlp_meta", "mlp_float", "vgg16_meta", "vgg_small_meta"],
-            help="zoo model; mlp_float: full-precision MLP of the same shape, "
-            "metaplastic rule on its float kernels",
-        )
-        p.add_argument(
-            "--hidden-units",
-            type=int,
-            nargs="+",
-            metavar="H",
-            help="MLP widths (default 1024 1024)",
-        )
-        p.add_argument(
-            "--baseline",
-            choices=["ewc", "ewc_random", "si"],
-            help="continual-learning baseline with task boundaries: EWC, EWC with "
-            "shuffled Fisher (random consolidation) or Synaptic Intelligence; "
-            "combines with --meta (the paper's EWC runs: --meta 0)",
-        )
-        p.add_argument(
-            "--ewc-lambda", type=float, help="EWC strength (default: paper's 5e3)"
-        )
-        p.add_argument(
-            "--fisher-samples",
-            type=int,
-            metavar="N",
-            help="training examples of each task's Fisher estimate (default 5000)",
-        )
-        p.add_argument("--si-c", type=float, help="SI strength (default 0.1)")
-        p.add_argument("--si-xi", type=float, help="SI damping (default 0.1)")
-        p.add_argument(
-            "--joint",
-            action="store_true",
-            help="train on the union of all tasks (upper-bound reference)",
-        )
-        p.add_argument(
-            "--shared-optimizer",
-            action="store_true",
-            help="one optimizer for the whole run (default: fresh per task)",
-        )
-        p.add_argument(
-            "--bn",
-            dest="batch_norm",
-            choices=["task", "domain"],
-            default="task",
-            help="BatchNorm state per task (default) or shared",
-        )
-        p.add_argument(
-            "--recalibrate-bn",
-            type=int,
-            default=20,
-            metavar="N",
-            help="batches used to re-estimate a finished task's BatchNorm statistics "
-            "under the current weights before evaluating it (0: saved statistics)",
-        )
-        p.add_argument("--augment", choices=["flip_crop", "flip_rotate"])
-        p.add_argument(
-            "--evaluate",
-            choices=["epoch", "task"],
-            default="epoch",
-            help="evaluate every task after every epoch (default) or task ends",
-        )
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument(
-            "--initial-weights",
-            metavar="SOURCE",
-            help="start from a run directory's last weights, a pretrained model name "
-            "or a weights file, with a fresh optimizer (e.g. a lower learning rate)",
-        )
-        p.add_argument(
-            "--jit",
-            dest="jit_compile",
-            action="store_true",
-            help="compile the training step with XLA",
-        )
-        p.add_argument(
-            "--strategy",
-            choices=["none", "mirrored", "multiworker"],
-            default="none",
-            help="mirrored: all local GPUs; multiworker: machines in TF_CONFIG",
-        )
-        p.add_argument(
-            "--data-dir",
-            help="dataset directory (else $METAPLASTIC_DATA_DIR, "
-            "then tensorflow-datasets)",
-        )
-        p.add_argument("--run-dir", help="run directory (default: runs/<protocol>-...)")
-        p.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="start afresh instead of resuming an existing run directory",
-        )
-        p.add_argument(
-            "--quiet",
-            action="store_true",
-            help="one line per epoch instead of progress bars",
-        )
+        _add_run_options(p, command)
     help_text = "package a finished run as a pretrained model (SavedModel, LCE, card)"
     p = commands.add_parser("package", help=help_text, description=help_text)
     p.add_argument("run_dir", help="a finished run directory")
@@ -201,70 +210,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def canonical_name(dataset: str) -> str:
-    """`fashion-mnist` -> `fashion_mnist`; a path -> its last component."""
-    return (
-        dataset.rstrip("/").rpartition("/")[2].split(".")[0].replace("-", "_").lower()
-    )
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The `RunConfig` a parsed command line describes: the options given, else the
+    paper's preset for the protocol and first dataset (`RunConfig.from_preset`).
 
-
-def config_from_args(args: argparse.Namespace):
-    """The `RunConfig` a parsed command line describes, with the paper's defaults."""
-    from training.runner import RunConfig
-
+    # Raises
+        ValueError: for an invalid option value.
+    """
     protocol = "sequence" if args.command == "train" else args.command
-    dataset = canonical_name(args.datasets[0])
-    defaults = dict(PAPER_DEFAULTS.get((protocol, dataset), FALLBACK))
-    if args.command == "train":
-        defaults.update(epochs=5)
-    chosen = {
-        k: getattr(args, k)
-        for k in (
-            "num_tasks",
-            "epochs",
-            "meta",
-            "learning_rate",
-            "batch_size",
-            "model",
-            "augment",
-            "baseline",
-            "ewc_lambda",
-            "fisher_samples",
-            "si_c",
-            "si_xi",
-        )
-        if getattr(args, k, None) is not None
+    fields = {
+        k: getattr(args, k) for k in _FIELDS if getattr(args, k, None) is not None
     }
-    values = {**defaults, **chosen}
+    if args.command == "train":
+        fields.setdefault("epochs", TRAIN_EPOCHS)
     if args.hidden_units:
-        values["hidden_units"] = tuple(args.hidden_units)
-    name = "-".join(canonical_name(d) for d in args.datasets)
-    run_dir = args.run_dir or (
-        f"runs/{args.command}-{name}-m{values['meta']:g}-seed{args.seed}"
-        + ("-joint" if args.joint else "")
-        + ("-float" if values.get("model") == "mlp_float" else "")
-        + (f"-{args.baseline}" if args.baseline else "")
-    )
-    return RunConfig(
-        protocol=protocol,
-        datasets=tuple(args.datasets),
+        fields["hidden_units"] = tuple(args.hidden_units)
+    config = RunConfig.from_preset(
+        protocol,
+        tuple(args.datasets),
         joint=args.joint,
         optimizer_per_task=not args.shared_optimizer,
-        batch_norm=args.batch_norm,
-        recalibrate_bn=args.recalibrate_bn,
-        evaluate=args.evaluate,
-        seed=args.seed,
         jit_compile=args.jit_compile,
-        initial_weights=args.initial_weights,
-        data_dir=args.data_dir,
-        run_dir=run_dir,
-        **values,
+        **fields,
     )
+    if args.run_dir:
+        return dataclasses.replace(config, run_dir=args.run_dir)
+    name = "-".join(canonical_name(d) for d in config.datasets)
+    run_dir = (
+        f"runs/{args.command}-{name}-m{config.meta:g}-seed{config.seed}"
+        + ("-joint" if config.joint else "")
+        + ("" if registry.get_model(config.model).binary else "-float")
+        + (f"-{config.baseline}" if config.baseline else "")
+    )
+    return dataclasses.replace(config, run_dir=run_dir)
 
 
-def _strategy(name: str):
-    import tensorflow as tf
-
+def _strategy(name: str) -> tf.distribute.Strategy | None:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
@@ -273,8 +254,6 @@ def _strategy(name: str):
 
 
 def _package(args: argparse.Namespace) -> int:
-    from training.packaging import package_run
-
     try:
         card = package_run(
             args.run_dir,
@@ -303,12 +282,12 @@ def _package(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs `python -m training` with `argv` (default `sys.argv[1:]`); returns the exit
+    code: 0, 2 for invalid input, 130 when interrupted."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "package":
         return _package(args)
-    from training.runner import run
-
     try:
         config = config_from_args(args)
         summary = run(
@@ -327,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    with open(Path(config.run_dir) / "commands.txt", "a") as f:
-        f.write(f"python -m training {shlex.join(argv)}\n")
+    RunDirectory(config.run_dir).record_command(
+        f"python -m training {shlex.join(argv)}"
+    )
     final = summary["final_accuracy"]
     print(
         "Final test accuracy: "

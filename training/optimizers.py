@@ -97,7 +97,7 @@ def _metaplastic_adam_update(var, m, v, grad, alpha, beta_1, beta_2, epsilon, me
     step = m_t * alpha / (tf.sqrt(v_t) + epsilon)
     # sign(Wh) * m_hat > 0: the step moves Wh towards zero, so damp it.
     damping = 1.0 - tf.square(tf.tanh(meta * tf.abs(w)))
-    step = tf.where(tf.sign(w) * m_t > 0.0, step * damping, step)
+    step *= tf.where(tf.sign(w) * m_t > 0.0, damping, 1.0)
     tf.raw_ops.AssignVariableOp(resource=m, value=m_t)
     tf.raw_ops.AssignVariableOp(resource=v, value=v_t)
     tf.raw_ops.AssignVariableOp(resource=var, value=w - step)

@@ -1,7 +1,7 @@
 """Packages a finished run directory as a pretrained model of the zoo.
 
 `package_run(run_dir, name=...)` rebuilds the run's model from its last checkpoint and
-writes `saved_models/<name>/` with `zoo.pretrained.package_pretrained`: the SavedModel
+writes `saved_models/<name>/` with `zoo.publishing.package_pretrained`: the SavedModel
 (latent weights), the Larq Compute Engine flatbuffer and a model card that says how the
 model was trained (dataset, protocol, hyperparameters, the exact command, epochs, wall
 time, compute budget) and what it scores (Keras and LCE accuracy on the run's test split).
@@ -14,26 +14,19 @@ python -m training package runs/fmnist-stream-m2.5 --name mlp_meta_fashion_mnist
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
 
-# Commands the training CLI appends to a run directory (last: the completing one).
-COMMANDS_FILE = "commands.txt"
+from training.rundir import RunDirectory
+from training.runner import restore_run
+from zoo import registry
+
 PROTOCOLS = {
     "sequence": "datasets learned one after another (one dataset: plain training)",
     "permuted": "permuted versions of one dataset learned one after another",
     "stream": "one dataset learned as a stream of class-balanced subsets",
 }
-
-
-def _recorded_command(run_dir: Path) -> Optional[str]:
-    path = run_dir / COMMANDS_FILE
-    if not path.exists():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return lines[-1] if lines else None
 
 
 def package_run(
@@ -67,18 +60,13 @@ def package_run(
 
     # Raises
         ValueError: if the run is unfinished, no command is known, or as
-            `zoo.pretrained.package_pretrained`.
+            `zoo.publishing.package_pretrained`.
     """
-    from training import runner
-    from zoo.pretrained import ARCHITECTURE_ARGUMENTS, architecture, package_pretrained
+    from zoo.pretrained import ARCHITECTURE_ARGUMENTS, architecture
+    from zoo.publishing import package_pretrained
 
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        raise ValueError(
-            f"{run_dir} has no summary.json: finish the run (re-run its command) first"
-        )
-    summary = json.loads(summary_path.read_text())
+    summary = RunDirectory(run_dir).read_summary()
     factory = summary["config"].get("model")
     if factory not in ARCHITECTURE_ARGUMENTS:
         raise ValueError(
@@ -89,12 +77,10 @@ def package_run(
     # both, their epochs, wall times and commands.
     runs = [(run_dir, summary)]
     source = summary["config"].get("initial_weights")
-    if source and (Path(source) / "summary.json").exists():
-        runs.insert(
-            0, (Path(source), json.loads((Path(source) / "summary.json").read_text()))
-        )
+    if source and RunDirectory(source).summary_path.exists():
+        runs.insert(0, (Path(source), RunDirectory(source).read_summary()))
     if command is None:
-        recorded = [_recorded_command(directory) for directory, _ in runs]
+        recorded = [RunDirectory(directory).last_command() for directory, _ in runs]
         if None in recorded:
             missing = runs[recorded.index(None)][0]
             raise ValueError(
@@ -104,7 +90,7 @@ def package_run(
         command = "\n".join(recorded)
     epochs = sum(s["epochs"] for _, s in runs)
     wall_time_s = round(sum(s["wall_time_s"] for _, s in runs), 1)
-    restored = runner.restore_run(run_dir, data_dir=data_dir)
+    restored = restore_run(run_dir, data_dir=data_dir)
     config, model, eval_tasks = restored.config, restored.model, restored.eval_tasks
     test = eval_tasks[-1]
     if test.permutation is not None:
@@ -115,7 +101,7 @@ def package_run(
         "input_shape": tuple(test.x_test.shape[1:]),
         "num_classes": int(model.output_shape[-1]),
     }
-    if config.model.startswith("mlp"):
+    if registry.get_model(config.model).takes("hidden_units"):
         kwargs["hidden_units"] = tuple(config.hidden_units)
     card = {
         "factory": config.model,

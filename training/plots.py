@@ -8,9 +8,9 @@
 - `plot_quadratic_landscape`: the 2-D quadratic binary task (Fig. 5a): loss contours,
   the four binary points, the hidden-weight trajectory and the real optimum;
 - `plot_hidden_weight_divergence`: `|Wh|` over time coloured by importance, and growth
-  rate vs importance (Fig. 5b, `training.toy_quadratic`);
+  rate vs importance (Fig. 5b, `experiments.toy_quadratic`);
 - `plot_loss_increase_by_hidden_weight`: loss increase caused by flipping weights, per
-  bin of `|Wh|` (Fig. 5b-e, `training.importance`).
+  bin of `|Wh|` (Fig. 5b-e, `experiments.importance`).
 
 Figures are built as `matplotlib.figure.Figure` objects rendered by the Agg canvas, so
 no display is needed, the global pyplot backend is left alone and no figure stays open.
@@ -494,7 +494,7 @@ def plot_loss_increase_by_hidden_weight(
     weights) are left out.
 
     # Arguments
-        result: a `training.importance.LossIncreaseResult`, or any object or mapping
+        result: a `experiments.importance.LossIncreaseResult`, or any object or mapping
             with arrays `mean_abs_wh`, `mean_increase` and `std_increase` (one value
             per bin; the result's `per_weight` arrays are plotted when it has them).
         path: PNG file to write; parent folders are created.

@@ -12,8 +12,8 @@ tasks:
 
 !!! example
     ```python
-    from training.data import load_dataset
     from training.protocols import permuted_tasks
+    from zoo.datasets import load_dataset
 
     tasks = permuted_tasks(load_dataset("mnist"), num_tasks=5, seed=0)
     train = tasks[1].train_data(batch_size=100, seed=0)
@@ -28,12 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from training.data import (
-    ImageDataset,
-    make_pipeline,
-    permutation_transform,
-    random_permutation,
-)
+from training.data import make_pipeline, permutation_transform, random_permutation
+from zoo.datasets import ImageDataset
+from zoo.validation import check_positive_int
 
 __all__ = ["Task", "permuted_tasks", "dataset_sequence", "stream_subsets", "joint_task"]
 
@@ -120,11 +117,6 @@ class Task:
         )
 
 
-def _check_count(value: int, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}.")
-
-
 def permuted_tasks(
     dataset: ImageDataset, *, num_tasks: int, seed: int = 0, identity_first: bool = True
 ) -> list[Task]:
@@ -142,7 +134,7 @@ def permuted_tasks(
     # Raises
         ValueError: if `num_tasks` is not a positive integer.
     """
-    _check_count(num_tasks, "num_tasks")
+    check_positive_int(num_tasks, "num_tasks")
     height, width = dataset.input_shape[:2]
     rng = np.random.default_rng(seed)
     tasks = []
@@ -217,7 +209,7 @@ def stream_subsets(
     # Raises
         ValueError: if `num_subsets` is not positive or exceeds a class's sample count.
     """
-    _check_count(num_subsets, "num_subsets")
+    check_positive_int(num_subsets, "num_subsets")
     rng = np.random.default_rng(seed)
     by_class = [
         np.flatnonzero(dataset.y_train == c) for c in np.unique(dataset.y_train)

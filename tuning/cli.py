@@ -13,6 +13,23 @@ import argparse
 import os
 import sys
 
+import zoo  # noqa: F401  (the zoo's models join the registry on import)
+from training.config import DEFAULT_DATASETS, PROTOCOLS, RunConfig
+from tuning.hypermodel import MetaplasticHyperModel
+from tuning.search import (
+    ORACLE_IP_ENV,
+    ORACLE_PORT_ENV,
+    TUNER_ID_ENV,
+    TUNERS,
+    distributed_role,
+    make_tuner,
+    summarize_search,
+)
+from zoo import registry
+from zoo.datasets import canonical_name, load_dataset
+
+__all__ = ["main", "set_distributed_environment"]
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -26,9 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Each trial is a whole continual-learning run scored on a "
         "validation split of the training data.",
     )
-    p.add_argument(
-        "--protocol", choices=["permuted", "sequence", "stream"], default="permuted"
-    )
+    p.add_argument("--protocol", choices=PROTOCOLS, default="permuted")
     p.add_argument(
         "--datasets",
         "--dataset",
@@ -45,9 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         default=3,
         help="permuted tasks or stream subsets (default 3)",
     )
-    p.add_argument(
-        "--tuner", choices=["random", "bayesian", "hyperband"], default="bayesian"
-    )
+    p.add_argument("--tuner", choices=TUNERS, default="bayesian")
     p.add_argument(
         "--max-trials",
         type=int,
@@ -62,9 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hyperband-factor", type=int, default=3)
     p.add_argument(
-        "--model",
-        choices=["mlp_meta", "vgg16_meta", "vgg_small_meta"],
-        default="mlp_meta",
+        "--model", choices=registry.model_names(binary=True), default="mlp_meta"
     )
     p.add_argument(
         "--hidden-units",
@@ -145,13 +156,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-DEFAULT_DATASETS = {
-    "permuted": ["mnist"],
-    "sequence": ["mnist", "fashion_mnist"],
-    "stream": ["fashion_mnist"],
-}
-
-
 def set_distributed_environment(args: argparse.Namespace) -> None:
     """Sets Keras Tuner's `KERASTUNER_*` variables from `--role` and the oracle flags.
 
@@ -164,26 +168,17 @@ def set_distributed_environment(args: argparse.Namespace) -> None:
         raise ValueError("--role needs --oracle-ip and --oracle-port")
     if args.worker_id < 0:
         raise ValueError("--worker-id must be >= 0")
-    os.environ["KERASTUNER_TUNER_ID"] = (
+    os.environ[TUNER_ID_ENV] = (
         "chief" if args.role == "chief" else f"tuner{args.worker_id}"
     )
-    os.environ["KERASTUNER_ORACLE_IP"] = args.oracle_ip
-    os.environ["KERASTUNER_ORACLE_PORT"] = str(args.oracle_port)
+    os.environ[ORACLE_IP_ENV] = args.oracle_ip
+    os.environ[ORACLE_PORT_ENV] = str(args.oracle_port)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         set_distributed_environment(args)
-        # Imported after the environment is set: Keras Tuner reads it.
-        from keras_tuner.src.distribute import utils as dist_utils
-
-        from training.cli import canonical_name
-        from training.data import load_dataset
-        from training.runner import RunConfig
-        from tuning.hypermodel import MetaplasticHyperModel
-        from tuning.search import make_tuner, summarize_search
-
         datasets = args.datasets or DEFAULT_DATASETS[args.protocol]
         base_config = RunConfig(
             protocol=args.protocol,
@@ -233,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
         )
         tuner.search(verbose=0 if args.quiet else 1)
-        if dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle():
-            print(f"Worker {os.environ['KERASTUNER_TUNER_ID']} done.")
+        if distributed_role() == "worker":
+            print(f"Worker {os.environ[TUNER_ID_ENV]} done.")
             return 0
         summarize_search(tuner, retrain=not args.no_retrain, verbose=1)
     except ValueError as error:  # bad input, missing data, foreign run directory

@@ -1,9 +1,13 @@
 """The search space: metaplasticity m, learning rate and (optionally) hidden width.
 
-`MetaplasticHyperModel` declares the hyperparameters of a zoo model trained with
-`MetaplasticAdam` and builds the compiled model for a set of values; `config_overrides`
-turns the same values into `RunConfig` fields, so that a trial can be a whole
-continual-learning run (`tuning.search`).
+`MetaplasticHyperModel` is a Keras Tuner `HyperModel`: it declares the hyperparameters
+of a binary zoo model trained with `MetaplasticAdam`, and `build(hp)` returns that model
+compiled for a set of values. Keras Tuner calls `build` when a tuner is created, to
+record the search space. A trial, though, is a whole continual-learning run
+(`tuning.search`): `config_overrides(hp)` turns the same values into `RunConfig` fields,
+and `training.runner.run` builds the same model (both go through
+`training.runner.build_model` and `make_optimizer`) and trains it task after task.
+`build(tuner.get_best_hyperparameters()[0])` gives the best trial's starting point.
 
 !!! example
     ```python
@@ -23,12 +27,13 @@ from collections.abc import Sequence
 import keras_tuner
 import tensorflow as tf
 
-import zoo
-from training.optimizers import MetaplasticAdam, is_binary_variable, layer_name
+import zoo  # noqa: F401  (the zoo's models join the registry on import)
+from training.optimizers import is_binary_variable, layer_name
+from training.runner import RunConfig, build_model, make_optimizer
+from zoo import registry
+from zoo.validation import check_choice, check_positive_int, check_units
 
 __all__ = ["MetaplasticHyperModel", "binary_layer_names"]
-
-MODELS = ("mlp_meta", "vgg16_meta", "vgg_small_meta")
 
 
 def binary_layer_names(model: tf.keras.Model) -> list[str]:
@@ -81,7 +86,8 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
     every hidden layer of `mlp_meta`).
 
     # Arguments
-        model: a zoo model name: `"mlp_meta"`, `"vgg16_meta"` or `"vgg_small_meta"`.
+        model: the name of a binary zoo model (`zoo.registry.model_names(binary=True)`:
+            `"mlp_meta"`, `"vgg16_meta"`, `"vgg_small_meta"`, ...).
         input_shape: shape of one sample.
         num_classes: number of output logits.
         meta_range: (min, max) of m, uniform; 0 <= min < max.
@@ -89,10 +95,11 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         per_layer_meta: one m per binary layer instead of one for all.
         learning_rate_range: (min, max) of the learning rate, log-uniform; 0 < min < max.
         learning_rate_default: the learning rate tried first (default: `min`).
-        hidden_units_choices: widths to choose from for every hidden layer of
-            `mlp_meta` (e.g. `(256, 512, 1024)`); `None` keeps `hidden_units`.
-        hidden_units: the fixed widths of `mlp_meta` (their count is kept when widths
-            are tuned).
+        hidden_units_choices: widths to choose from for every hidden layer of a model
+            with `hidden_units` such as `mlp_meta` (e.g. `(256, 512, 1024)`); `None`
+            keeps `hidden_units`.
+        hidden_units: the fixed widths of such a model (their count is kept when
+            widths are tuned).
         name: the hypermodel's name.
 
     # Raises
@@ -116,11 +123,9 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         name: str | None = None,
     ):
         super().__init__(name=name, tunable=True)
-        if model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {model!r}.")
-        self.model = model
+        self.model = check_choice(model, "model", registry.model_names(binary=True))
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.num_classes = int(num_classes)
+        self.num_classes = check_positive_int(num_classes, "num_classes")
         self.meta_range = _check_range(meta_range, "meta_range", positive=False)
         self.meta_default = _check_default(
             meta_default, *self.meta_range, "meta_default"
@@ -132,32 +137,22 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
             learning_rate_default, *self.learning_rate_range, "learning_rate_default"
         )
         self.per_layer_meta = bool(per_layer_meta)
-        self.hidden_units = tuple(int(u) for u in hidden_units)
-        if not self.hidden_units or min(self.hidden_units) < 1:
-            raise ValueError(
-                f"hidden_units must be positive widths, got {hidden_units!r}."
-            )
+        self.hidden_units = check_units(hidden_units, "hidden_units")
+        takes_widths = registry.get_model(model).takes("hidden_units")
         if hidden_units_choices is not None:
-            hidden_units_choices = tuple(int(u) for u in hidden_units_choices)
-            if not hidden_units_choices or min(hidden_units_choices) < 1:
+            hidden_units_choices = check_units(
+                hidden_units_choices, "hidden_units_choices"
+            )
+            if not takes_widths:
                 raise ValueError(
-                    f"hidden_units_choices must be positive widths, "
-                    f"got {hidden_units_choices!r}."
+                    f"hidden_units_choices applies to models with hidden_units, "
+                    f"not {model}."
                 )
-            if model != "mlp_meta":
-                raise ValueError("hidden_units_choices applies to mlp_meta only.")
         self.hidden_units_choices = hidden_units_choices
-        self.layer_names = (
-            binary_layer_names(self._model((1,) * len(self.hidden_units)))
-            if per_layer_meta
-            else []
-        )
-
-    def _model(self, hidden_units: tuple[int, ...]) -> tf.keras.Model:
-        kwargs = {"hidden_units": hidden_units} if self.model == "mlp_meta" else {}
-        return getattr(zoo, self.model)(
-            input_shape=self.input_shape, num_classes=self.num_classes, **kwargs
-        )
+        self.layer_names = []
+        if per_layer_meta:  # the names do not depend on the widths: build a tiny one
+            tiny = (1,) * len(self.hidden_units) if takes_widths else None
+            self.layer_names = binary_layer_names(self._model(tiny))
 
     def declare(self, hp: keras_tuner.HyperParameters) -> dict:
         """Declares the hyperparameters in `hp` and returns their values.
@@ -205,25 +200,41 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         # Returns
             A dict to pass to `dataclasses.replace(config, **overrides)`.
         """
-        values = self.declare(hp.copy())
-        if isinstance(values["meta"], dict):
-            values["meta"] = dict(values["meta"])
-        return {"model": self.model, **values}
+        return self._overrides(self.declare(hp.copy()))
 
     def build(self, hp: keras_tuner.HyperParameters) -> tf.keras.Model:
-        """A compiled zoo model with `MetaplasticAdam` for the values in `hp`.
+        """The compiled zoo model with `MetaplasticAdam` for the values in `hp`.
+
+        The model and optimizer are those a run of `RunConfig(**config_overrides(hp))`
+        starts from (`training.runner.build_model` with `RunConfig`'s default seed,
+        `make_optimizer`).
 
         # Arguments
             hp: the trial's hyperparameters.
 
         # Returns
-            A compiled `tf.keras.Model` (logits, sparse categorical cross-entropy).
+            A compiled `tf.keras.Model` (logits, sparse categorical cross-entropy,
+            accuracy).
         """
-        values = self.declare(hp)
-        model = self._model(values["hidden_units"])
+        config = RunConfig(**self._overrides(self.declare(hp)))
+        model = build_model(
+            config, input_shape=self.input_shape, num_classes=self.num_classes
+        )
         model.compile(
-            MetaplasticAdam(values["learning_rate"], meta=values["meta"]),
+            make_optimizer(config),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
         return model
+
+    def _model(self, hidden_units: tuple[int, ...] | None) -> tf.keras.Model:
+        widths = {} if hidden_units is None else {"hidden_units": hidden_units}
+        return registry.get_model(self.model).factory(
+            input_shape=self.input_shape, num_classes=self.num_classes, **widths
+        )
+
+    def _overrides(self, values: dict) -> dict:
+        overrides = {"model": self.model, **values}
+        if isinstance(overrides["meta"], dict):
+            overrides["meta"] = dict(overrides["meta"])
+        return overrides

@@ -15,8 +15,9 @@ last completed epoch.
 
 Distributed tuning uses Keras Tuner's chief/worker mode: with `KERASTUNER_TUNER_ID`
 (`chief`, `tuner0`, `tuner1`, ...), `KERASTUNER_ORACLE_IP` and
-`KERASTUNER_ORACLE_PORT` set, the chief serves the oracle and the workers run trials;
-all of them need the same `directory`.
+`KERASTUNER_ORACLE_PORT` set, the chief's `search()` serves the oracle (Keras Tuner's own
+gRPC server) and the workers run trials; all of them need the same `directory`.
+`distributed_role()` says which one this process is.
 
 !!! example
     ```python
@@ -39,19 +40,22 @@ import csv
 import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 
 import keras_tuner
-from keras_tuner.src.distribute import utils as dist_utils
 
 from training.runner import RunConfig, run
 from tuning.hypermodel import MetaplasticHyperModel
+from zoo.validation import check_choice, check_positive_int
 
 __all__ = [
     "OBJECTIVE",
+    "ORACLE_IP_ENV",
+    "ORACLE_PORT_ENV",
     "TUNERS",
+    "TUNER_ID_ENV",
     "ContinualLearningTuner",
+    "distributed_role",
     "make_tuner",
     "summarize_search",
     "trial_config",
@@ -59,6 +63,32 @@ __all__ = [
 
 OBJECTIVE = keras_tuner.Objective("cl_objective", direction="max")
 TUNERS = ("random", "bayesian", "hyperband")
+
+# Keras Tuner's distributed mode is configured by these environment variables (its
+# documented interface; the module that reads them, `keras_tuner.src.distribute`, is
+# private, so they are read here the way it reads them).
+TUNER_ID_ENV = "KERASTUNER_TUNER_ID"
+ORACLE_IP_ENV = "KERASTUNER_ORACLE_IP"
+ORACLE_PORT_ENV = "KERASTUNER_ORACLE_PORT"
+
+
+def distributed_role() -> str | None:
+    """This process's part in a distributed search, from the `KERASTUNER_*` variables.
+
+    # Returns
+        `"chief"` (serves the oracle; its tuner ID contains `chief`), `"worker"` (runs
+        trials), or `None` when `KERASTUNER_ORACLE_IP` is unset (a local search).
+
+    # Raises
+        ValueError: if `KERASTUNER_ORACLE_IP` is set without `KERASTUNER_ORACLE_PORT`
+            or `KERASTUNER_TUNER_ID`.
+    """
+    if ORACLE_IP_ENV not in os.environ:
+        return None
+    missing = [v for v in (ORACLE_PORT_ENV, TUNER_ID_ENV) if v not in os.environ]
+    if missing:
+        raise ValueError(f"{ORACLE_IP_ENV} is set but not {' nor '.join(missing)}.")
+    return "chief" if "chief" in os.environ[TUNER_ID_ENV] else "worker"
 
 
 def trial_config(
@@ -98,7 +128,13 @@ class ContinualLearningTuner:
     """Mixin for Keras Tuner tuners: a trial is a whole continual-learning run.
 
     Put it before a Keras Tuner class (`RandomSearch`, `BayesianOptimization`,
-    `Hyperband`); `make_tuner` does this.
+    `Hyperband`); `make_tuner` does this. It replaces only `run_trial`: the trial's
+    `RunConfig` is `trial_config(base_config, hypermodel, hp)`, and `training.runner.run`
+    trains it on every task of the protocol, from the model `hypermodel.build(hp)`
+    returns (both use `training.runner.build_model`; the run seeds it with
+    `base_config.seed`).
+    The search loop, the reloading of finished trials and the distributed mode are
+    Keras Tuner's own.
 
     # Arguments
         base_config: the protocol, data and budget shared by all trials.
@@ -140,39 +176,6 @@ class ContinualLearningTuner:
             flush=True,
         )
         return {OBJECTIVE.name: objective}
-
-    def search(self, *args, **kwargs) -> None:
-        if dist_utils.is_chief_oracle():
-            if "verbose" in kwargs:
-                self.oracle.verbose = kwargs["verbose"]
-            self.save()
-            _serve_oracle(self.oracle)
-            return
-        super().search(*args, **kwargs)
-
-
-def _serve_oracle(oracle, poll_s: float = 0.5) -> None:
-    """Keras Tuner's `oracle_chief.start_server`, polling every `poll_s` seconds
-    instead of 20 once the workers are told to stop."""
-    from concurrent import futures
-
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    address = (
-        f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    )
-    server.add_insecure_port(address)
-    server.start()
-    try:
-        while not (servicer.stop_triggered and exit_chief(oracle)):
-            time.sleep(poll_s)
-    finally:
-        server.stop(grace=1)
 
 
 class ContinualRandomSearch(ContinualLearningTuner, keras_tuner.RandomSearch):
@@ -227,10 +230,8 @@ def make_tuner(
     # Raises
         ValueError: for an unknown `kind` or invalid counts.
     """
-    if kind not in TUNERS:
-        raise ValueError(f"tuner must be one of {TUNERS}, got {kind!r}.")
-    if not (isinstance(max_trials, int) and max_trials >= 1):
-        raise ValueError(f"max_trials must be a positive integer, got {max_trials!r}.")
+    check_choice(kind, "tuner", TUNERS)
+    check_positive_int(max_trials, "max_trials")
     common = dict(
         base_config=base_config,
         validation_split=validation_split,
@@ -245,8 +246,7 @@ def make_tuner(
     if kind == "bayesian":
         return ContinualBayesianOptimization(max_trials=max_trials, **common)
     max_epochs = base_config.epochs if max_epochs is None else max_epochs
-    if not (isinstance(max_epochs, int) and max_epochs >= 1):
-        raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}.")
+    check_positive_int(max_epochs, "max_epochs")
     return ContinualHyperband(
         max_epochs=max_epochs, factor=factor, hyperband_iterations=1, **common
     )

@@ -16,7 +16,14 @@ model.compile(
     loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
 )
 model = zoo.vgg16_meta(pretrained=True)  # trained on CIFAR-10, sha256-verified
+zoo.model_names()  # every registered factory: ("mlp_float", "mlp_meta", ...)
 ```
+
+Modules, lower first (each imports only modules before it in this list; none imports
+`training`): `validation`, `registry`, `datasets`, `layers`, `saved_model`,
+`model_directory`, `pretrained`, `weights`, `mlp` and `vgg` (the factories, which
+register themselves), `export` (Larq Compute Engine), `publishing` (package and archive
+pretrained models), `cli`.
 """
 
 import os
@@ -27,19 +34,21 @@ if "tensorflow" not in sys.modules:  # hide TensorFlow's start-up INFO lines
 
 from zoo.mlp import mlp_float, mlp_meta  # noqa: E402
 from zoo.pretrained import (  # noqa: E402
-    archive_pretrained,
     load_pretrained,
-    package_pretrained,
     pretrained_models,
     register_pretrained,
 )
+from zoo.publishing import archive_pretrained, package_pretrained  # noqa: E402
+from zoo.registry import get_model, model_names  # noqa: E402
 from zoo.vgg import vgg16_meta, vgg_small_meta  # noqa: E402
 
 __all__ = [
     "archive_pretrained",
+    "get_model",
     "load_pretrained",
     "mlp_float",
     "mlp_meta",
+    "model_names",
     "package_pretrained",
     "pretrained_models",
     "register_pretrained",

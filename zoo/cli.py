@@ -19,7 +19,9 @@ import os
 import sys
 from typing import Optional
 
-from zoo import export
+from zoo import export, registry
+from zoo.datasets import load_dataset
+from zoo.validation import check_positive_int
 
 # Test images compared between LCE and Keras by default (LCE's Python interpreter runs
 # one image at a time; on x86, 0.1 s per 1,000 MLP images, 15 s per 1,000 VGG-16 ones).
@@ -36,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("convert", help=help_text, description=help_text)
     p.add_argument(
         "model",
-        help="SavedModel directory, zoo factory name (mlp_meta, vgg16_meta, "
-        "vgg_small_meta: random weights) or pretrained model name",
+        help="SavedModel directory, zoo factory name "
+        f"({', '.join(registry.model_names(binary=True))}: random weights) or "
+        "pretrained model name",
     )
     p.add_argument("--output", "-o", required=True, help="flatbuffer file to write")
     p.add_argument(
@@ -78,7 +81,7 @@ def convert(
             `zoo.export.load_model`). A factory model is built for the dataset's image
             shape and number of classes when `dataset` is given.
         output: the flatbuffer file to write.
-        dataset: dataset name or path for `training.data.load_dataset`; `None` skips
+        dataset: dataset name or path for `zoo.datasets.load_dataset`; `None` skips
             verification.
         data_dir: directory holding the dataset.
         samples: number of test images to verify on (default `DEFAULT_SAMPLES`).
@@ -95,16 +98,13 @@ def convert(
     """
     if samples is not None and dataset is None:
         raise ValueError("--samples needs --dataset: the images to verify on")
-    samples = DEFAULT_SAMPLES if samples is None else samples
-    if samples < 1:
-        raise ValueError(f"--samples should be a positive number, got {samples}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size should be a positive number, got {batch_size}")
+    samples = check_positive_int(
+        DEFAULT_SAMPLES if samples is None else samples, "--samples"
+    )
+    batch_size = check_positive_int(batch_size, "--batch-size")
 
     data = None
     if dataset is not None:
-        from training.data import load_dataset
-
         data = load_dataset(dataset, data_dir=data_dir)
     keras_model, source = export.load_model(
         model,

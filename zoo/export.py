@@ -25,18 +25,17 @@ the flatbuffer itself.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
-import logging
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from zoo import layers
+from zoo import layers, pretrained, registry
+from zoo.saved_model import load_saved_model, quiet_tensorflow
 
 ModelSource = Union[tf.keras.Model, str, os.PathLike]
 
@@ -259,64 +258,6 @@ def float_twin(model: tf.keras.Model) -> tf.keras.Model:
 # Loading and converting -------------------------------------------------------------
 
 
-def load_saved_model(path: Union[str, os.PathLike]) -> tf.keras.Model:
-    """Loads a Keras model saved with `model.save` (SavedModel directory, .keras, .h5).
-
-    Larq's layers and quantizers and the project's `MetaplasticAdam` are registered
-    first, so models saved during training load without `custom_objects`.
-
-    # Arguments
-        path: the SavedModel directory or model file.
-
-    # Returns
-        The `tf.keras.Model`, not compiled.
-
-    # Raises
-        ValueError: if nothing is at `path` or it does not hold a Keras model.
-    """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ValueError(
-            f"{path} does not exist; pass a SavedModel directory (or .keras/.h5 file) "
-            "written by model.save"
-        )
-    with contextlib.suppress(ImportError):
-        import training.optimizers  # noqa: F401  (registers MetaplasticAdam)
-    try:
-        with quiet_tensorflow(), layers.silence_starved_weights_warning():
-            model = tf.keras.models.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001  (many formats, many failure modes)
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(
-            f"could not load a Keras model from {path}: {first_line}"
-        ) from error
-    if not isinstance(model, tf.keras.Model):
-        raise ValueError(
-            f"{path} holds a SavedModel without Keras metadata; save the model with "
-            "tf.keras.Model.save"
-        )
-    return model
-
-
-@contextlib.contextmanager
-def quiet_tensorflow() -> Iterator[None]:
-    """Hides TensorFlow's Python warnings (untraced functions, compiled metrics)."""
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _factories() -> dict:
-    from zoo.mlp import mlp_meta
-    from zoo.vgg import vgg16_meta, vgg_small_meta
-
-    return {f.__name__: f for f in (mlp_meta, vgg16_meta, vgg_small_meta)}
-
-
 def _looks_like_path(name: str) -> bool:
     return (
         os.sep in name
@@ -334,9 +275,10 @@ def load_model(
 ) -> tuple:
     """Returns the model a name refers to: a saved model, a zoo factory or a pretrained name.
 
-    Looked up in order: an existing path (see `load_saved_model`); a zoo factory name
-    (`mlp_meta`, `vgg16_meta`, `vgg_small_meta`), built with random weights, for trying
-    out; a pretrained model name, when `zoo.pretrained.load_pretrained` is available.
+    Looked up in order: an existing path (see `zoo.saved_model.load_saved_model`); a
+    binary zoo factory name (`zoo.registry.model_names(binary=True)`: `mlp_meta`,
+    `vgg16_meta`, `vgg_small_meta`), built with random weights, for trying out; a
+    registered pretrained model name (`zoo.pretrained.load_pretrained`).
 
     # Arguments
         name: a path, factory name or pretrained name.
@@ -354,32 +296,27 @@ def load_model(
     path = Path(text).expanduser()
     if path.exists():
         return load_saved_model(path), f"saved model {path}"
+    factories = registry.model_names(binary=True)
     if _looks_like_path(text):
         raise ValueError(
             f"{text} does not exist; pass a SavedModel directory, a zoo factory name "
-            f"({', '.join(_factories())}) or a pretrained model name"
+            f"({', '.join(factories)}) or a pretrained model name"
         )
-    factories = _factories()
     if text in factories:
         kwargs = {}
         if input_shape is not None:
             kwargs["input_shape"] = tuple(input_shape)
         if num_classes is not None:
             kwargs["num_classes"] = num_classes
-        return factories[text](**kwargs), f"{text} (random weights)"
-    try:
-        from zoo.pretrained import load_pretrained
-    except ImportError:
-        load_pretrained = None
-    if load_pretrained is None:
+        return registry.get_model(text).factory(**kwargs), f"{text} (random weights)"
+    if not pretrained.is_pretrained_name(text):
+        names = sorted(pretrained.pretrained_models())
         raise ValueError(
-            f"unknown model {text!r}; pass a SavedModel directory or a zoo factory name "
-            f"({', '.join(factories)})"
+            f"unknown model {text!r}; pass a SavedModel directory, a zoo factory name "
+            f"({', '.join(factories)}) or a pretrained model name "
+            f"({', '.join(names) or 'none registered'})"
         )
-    model = load_pretrained(text)
-    if isinstance(model, (str, os.PathLike)):
-        model = load_saved_model(model)
-    return model, f"pretrained {text}"
+    return pretrained.load_pretrained(text), f"pretrained {text}"
 
 
 def _lce():

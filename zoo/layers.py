@@ -20,13 +20,13 @@ x = batch_norm(name="bn_1")(x)
 
 import contextlib
 import logging
-import numbers
-import os
 from types import MappingProxyType
-from typing import Iterator, Mapping, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence
 
 import larq as lq
 import tensorflow as tf
+
+from zoo.validation import check_positive_int, is_positive_int
 
 # Kernel binarization: STE without clipping, so no latent weight is ever starved.
 KERNEL_QUANTIZER_CONFIG = MappingProxyType({"clip_value": None})
@@ -35,8 +35,6 @@ INPUT_QUANTIZER = "ste_sign"
 # PyTorch's BatchNorm defaults, as in the paper's reference code (torch momentum=0.1).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-
-WeightsType = Union[None, str, os.PathLike]
 
 _STARVED_WEIGHTS_WARNING = "may result in starved weights"
 
@@ -184,146 +182,12 @@ def binary_dense_stack(
     return x
 
 
-def _weights_file(weights) -> Optional[str]:
-    """The path of an existing `.h5` file or TensorFlow checkpoint prefix, else `None`."""
-    if isinstance(weights, (str, os.PathLike)):
-        path = os.fspath(weights)
-        if path.endswith(".h5") and os.path.isfile(path):
-            return path
-        if os.path.isfile(path + ".index"):
-            return path
-    return None
-
-
-def resolve_weights(weights: WeightsType) -> Optional[str]:
-    """Returns the file or pretrained model `weights` refers to, or `None` (random).
-
-    # Arguments
-        weights: `None`, a path to a Keras HDF5 weights file (`.h5`, `.weights.h5`) or
-            to a TensorFlow checkpoint prefix (with its `.index` file next to it), or the
-            name of a registered pretrained model (see `zoo.pretrained`).
-
-    # Returns
-        A path that `tf.keras.Model.load_weights` accepts, a pretrained model name, or
-        `None`.
-
-    # Raises
-        ValueError: if `weights` is none of the above.
-    """
-    if weights is None:
-        return None
-    path = _weights_file(weights)
-    if path is not None:
-        return path
-    from zoo.pretrained import is_pretrained_name, pretrained_models
-
-    if is_pretrained_name(weights):
-        return weights
-    raise ValueError(
-        f"`weights` should be None or a path to a weights file (an existing .h5 file or "
-        f"TensorFlow checkpoint prefix) or a pretrained model name "
-        f"({', '.join(sorted(pretrained_models()))}), got {weights!r}."
-    )
-
-
-def pretrained_weights(
-    weights: WeightsType, *, pretrained: bool, factory: str
-) -> WeightsType:
-    """Returns the weights a factory loads: `weights`, or its default pretrained model.
-
-    # Arguments
-        weights: the factory's `weights` argument.
-        pretrained: the factory's `pretrained` argument.
-        factory: the factory's name (`mlp_meta`, ...).
-
-    # Returns
-        `weights`, or with `pretrained=True` the name of the factory's default
-        pretrained model (`zoo.pretrained.DEFAULT_PRETRAINED`).
-
-    # Raises
-        ValueError: if `pretrained` is not a bool, is combined with `weights`, or the
-            factory has no default pretrained model.
-    """
-    if not isinstance(pretrained, bool):
-        raise ValueError(f"`pretrained` should be True or False, got {pretrained!r}.")
-    if not pretrained:
-        return weights
-    if weights is not None:
-        raise ValueError(
-            f"pass either pretrained=True or `weights`, not both (got weights={weights!r})."
-        )
-    from zoo.pretrained import default_pretrained
-
-    return default_pretrained(factory)
-
-
-def load_weights(model: tf.keras.Model, weights: WeightsType) -> tf.keras.Model:
-    """Loads `weights` (see `resolve_weights`) into `model`, if any.
-
-    A pretrained model name loads that model's verified SavedModel and copies its
-    weights into `model` layer by layer (see `zoo.pretrained.load_pretrained_weights`).
-
-    # Arguments
-        model: a built model.
-        weights: `None`, a path to a weights file, or a pretrained model name.
-
-    # Returns
-        `model`, for chaining.
-
-    # Raises
-        ValueError: if `weights` is not accepted by `resolve_weights`, or a pretrained
-            model is missing, modified or does not match `model`.
-    """
-    path = resolve_weights(weights)
-    if path is None:
-        return model
-    if _weights_file(path) is None:
-        from zoo.pretrained import load_pretrained_weights
-
-        return load_pretrained_weights(model, path)
-    model.load_weights(path)
-    return model
-
-
-def _is_positive_int(value) -> bool:
-    return (
-        isinstance(value, numbers.Integral)
-        and not isinstance(value, bool)
-        and value > 0
-    )
-
-
-def validate_units(units: Sequence[int], *, argument: str) -> tuple:
-    """Checks a non-empty sequence of positive layer widths.
-
-    # Arguments
-        units: the widths to check.
-        argument: the argument's name, for the error message.
-
-    # Returns
-        `units` as a tuple of ints.
-
-    # Raises
-        ValueError: if `units` is not a non-empty sequence of positive ints.
-    """
-    if (
-        isinstance(units, (str, bytes))
-        or not isinstance(units, Sequence)
-        or not units
-        or not all(_is_positive_int(u) for u in units)
-    ):
-        raise ValueError(
-            f"`{argument}` should be a non-empty sequence of positive ints, got {units!r}."
-        )
-    return tuple(int(u) for u in units)
-
-
 def _is_valid_shape(shape, ndim: Optional[int], min_size: int) -> bool:
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape:
         return False
     if ndim is not None and len(shape) != ndim:
         return False
-    if not all(_is_positive_int(d) for d in shape):
+    if not all(is_positive_int(d) for d in shape):
         return False
     spatial = shape[:-1] if ndim is not None else shape
     return all(d >= min_size for d in spatial)
@@ -334,13 +198,10 @@ def validate_arguments(
     input_shape: Optional[Sequence[int]],
     input_tensor: Optional[tf.Tensor],
     num_classes: int,
-    weights: WeightsType,
     ndim: Optional[int] = None,
     min_size: int = 1,
-    factory: Optional[str] = None,
-    architecture: Optional[Mapping[str, object]] = None,
 ) -> tuple:
-    """Checks the arguments every factory shares.
+    """Checks the arguments every factory shares, but `weights` (see `zoo.weights`).
 
     # Arguments
         input_shape: shape of one sample, without the batch axis; ignored when
@@ -348,28 +209,17 @@ def validate_arguments(
         input_tensor: optional Keras tensor (e.g. the output of `tf.keras.Input()`) to
             build the model on; its shape replaces `input_shape`.
         num_classes: number of output logits.
-        weights: see `resolve_weights`.
         ndim: required length of the sample shape, if any (the last axis is channels).
         min_size: minimum of every spatial dimension (all but the channels when `ndim`
             is given, otherwise every dimension).
-        factory: the calling factory's name; a pretrained `weights` must be one of its
-            models.
-        architecture: the factory's other arguments that shape the weights (e.g.
-            `{"hidden_units": (1024, 1024)}`), checked against a pretrained `weights`.
 
     # Returns
         The sample shape the model will be built for, as a tuple of ints.
 
     # Raises
-        ValueError: if any argument is invalid, or does not fit the pretrained model
-            `weights` names.
+        ValueError: if any argument is invalid.
     """
-    if not _is_positive_int(num_classes):
-        raise ValueError(
-            f"`num_classes` should be a positive int, got {num_classes!r}."
-        )
-    resolved = resolve_weights(weights)
-
+    check_positive_int(num_classes, "num_classes")
     if input_tensor is not None:
         try:
             is_keras_tensor = tf.keras.backend.is_keras_tensor(input_tensor)
@@ -393,18 +243,7 @@ def validate_arguments(
         if min_size > 1:
             expected += f" with height and width >= {min_size}"
         raise ValueError(f"{source}, expected {expected}.")
-    shape = tuple(int(d) for d in shape)
-    if resolved is not None and _weights_file(resolved) is None:
-        from zoo.pretrained import check_pretrained
-
-        check_pretrained(
-            resolved,
-            factory=factory,
-            input_shape=shape,
-            num_classes=num_classes,
-            **(architecture or {}),
-        )
-    return shape
+    return tuple(int(d) for d in shape)
 
 
 def model_input(

@@ -12,18 +12,24 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from zoo import layers
+from zoo.registry import register_model
+from zoo.validation import check_units
+from zoo.weights import WeightsType, check_weights, load_weights, pretrained_weights
 
 # The paper's MLP for permuted MNIST: 784-1024-1024-10 (Laborieux et al. 2021).
 DEFAULT_HIDDEN_UNITS = (1024, 1024)
 
 
+@register_model(
+    architecture=("hidden_units",), default_pretrained="mlp_meta_fashion_mnist_stream"
+)
 def mlp_meta(
     *,  # Keyword arguments only
     hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS,
     input_shape: Optional[Sequence[int]] = (28, 28, 1),
     input_tensor: Optional[tf.Tensor] = None,
     num_classes: int = 10,
-    weights: layers.WeightsType = None,
+    weights: WeightsType = None,
     pretrained: bool = False,
     kernel_initializer: str = "glorot_uniform",
     name: str = "mlp_meta",
@@ -59,16 +65,16 @@ def mlp_meta(
             `num_classes`, `weights` or `pretrained`, or arguments that differ from the
             pretrained model's.
     """
-    hidden_units = layers.validate_units(hidden_units, argument="hidden_units")
-    weights = layers.pretrained_weights(
-        weights, pretrained=pretrained, factory="mlp_meta"
-    )
+    hidden_units = check_units(hidden_units, "hidden_units")
+    weights = pretrained_weights(weights, pretrained=pretrained, factory="mlp_meta")
     input_shape = layers.validate_arguments(
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        num_classes=num_classes,
-        weights=weights,
+        input_shape=input_shape, input_tensor=input_tensor, num_classes=num_classes
+    )
+    check_weights(
+        weights,
         factory="mlp_meta",
+        input_shape=input_shape,
+        num_classes=num_classes,
         architecture={"hidden_units": hidden_units},
     )
     inputs, x = layers.model_input(input_shape, input_tensor)
@@ -84,16 +90,17 @@ def mlp_meta(
     )
 
     model = tf.keras.Model(inputs=inputs, outputs=x, name=name)
-    return layers.load_weights(model, weights)
+    return load_weights(model, weights)
 
 
+@register_model(architecture=("hidden_units",), binary=False)
 def mlp_float(
     *,  # Keyword arguments only
     hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS,
     input_shape: Optional[Sequence[int]] = (28, 28, 1),
     input_tensor: Optional[tf.Tensor] = None,
     num_classes: int = 10,
-    weights: layers.WeightsType = None,
+    weights: WeightsType = None,
     kernel_initializer: str = "glorot_uniform",
     name: str = "mlp_float",
 ) -> tf.keras.Model:
@@ -125,12 +132,16 @@ def mlp_float(
         ValueError: in case of invalid `hidden_units`, `input_shape`, `input_tensor`,
             `num_classes` or `weights`.
     """
-    hidden_units = layers.validate_units(hidden_units, argument="hidden_units")
+    hidden_units = check_units(hidden_units, "hidden_units")
     input_shape = layers.validate_arguments(
+        input_shape=input_shape, input_tensor=input_tensor, num_classes=num_classes
+    )
+    check_weights(
+        weights,
+        factory="mlp_float",
         input_shape=input_shape,
-        input_tensor=input_tensor,
         num_classes=num_classes,
-        weights=weights,
+        architecture={"hidden_units": hidden_units},
     )
     inputs, x = layers.model_input(input_shape, input_tensor)
 
@@ -148,4 +159,4 @@ def mlp_float(
             x = tf.keras.layers.ReLU(name=f"relu_{tag}")(x)
 
     model = tf.keras.Model(inputs=inputs, outputs=x, name=name)
-    return layers.load_weights(model, weights)
+    return load_weights(model, weights)

@@ -1,4 +1,4 @@
-"""Pretrained models of the zoo: a registry of verified SavedModels with model cards.
+"""Pretrained models of the zoo: a registry of verified SavedModels, fetched and loaded.
 
 A pretrained model is a directory `saved_models/<name>/` shipped with the package, or a
 `.tar.gz` of that directory fetched from a URL (and cached) by `tf.keras.utils.get_file`:
@@ -10,6 +10,8 @@ A pretrained model is a directory `saved_models/<name>/` shipped with the packag
 
 Before anything is loaded, every file the card lists is checked against its sha256 and
 the SavedModel may hold no unlisted file: a corrupted or modified model is refused.
+Writing such a directory and its archive is `zoo.publishing`'s job; the factories that
+build pretrained architectures come from `zoo.registry`.
 
 ```python
 import zoo
@@ -21,70 +23,71 @@ zoo.register_pretrained("my_mlp", factory="mlp_meta", kwargs={"hidden_units": (5
 ```
 """
 
+import contextlib
 import dataclasses
-import datetime
-import gzip
-import hashlib
-import importlib.util
 import inspect
-import json
 import os
 import re
 import shutil
-import tarfile
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
-import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from zoo.export import load_saved_model, quiet_tensorflow
+from zoo import registry
+from zoo.model_directory import (  # noqa: F401  (re-exported for readers of a model)
+    CARD,
+    CARD_MARKDOWN,
+    FLATBUFFER,
+    REINSTALL_HINT,
+    SAVED_MODEL,
+    PathType,
+    verify_pretrained,
+)
+from zoo.saved_model import load_saved_model, quiet_tensorflow
 
-PathType = Union[str, os.PathLike]
-
-# What a pretrained model directory holds.
-SAVED_MODEL = "saved_model"
-FLATBUFFER = "model.tflite"
-CARD = "model_card.json"
-CARD_MARKDOWN = "README.md"
 # Where `tf.keras.utils.get_file` caches archives, under its cache directory.
 CACHE_SUBDIR = "metaplastic_zoo"
 
-# Factories that build pretrained models, and the arguments that shape their weights.
-ARCHITECTURE_ARGUMENTS = MappingProxyType(
-    {
-        "mlp_meta": ("input_shape", "num_classes", "hidden_units"),
-        "vgg16_meta": ("input_shape", "num_classes", "dense_units"),
-        "vgg_small_meta": ("input_shape", "num_classes", "dense_units"),
-    }
+
+class _FromRegistry(Mapping):
+    """A read-only mapping, factory name -> value, read from `zoo.registry` at every
+    access: it lists every factory registered so far, whatever the import order."""
+
+    def __init__(self, value: Callable[[registry.ModelSpec], Any]):
+        self._value = value
+
+    def _current(self) -> dict:
+        values = ((spec.name, self._value(spec)) for spec in registry.models())
+        return {name: value for name, value in values if value is not None}
+
+    def __getitem__(self, name: str):
+        return self._current()[name]
+
+    def __iter__(self):
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __repr__(self) -> str:
+        return repr(self._current())
+
+
+# Factories that build pretrained models (those taking `pretrained=`), and the
+# arguments that shape their weights.
+ARCHITECTURE_ARGUMENTS = _FromRegistry(
+    lambda spec: spec.architecture if spec.takes("pretrained") else None
 )
 # The model `factory(pretrained=True)` loads.
-DEFAULT_PRETRAINED = MappingProxyType(
-    {
-        "mlp_meta": "mlp_meta_fashion_mnist_stream",
-        "vgg16_meta": "vgg16_meta_cifar10",
-    }
-)
-# What a model card must say, besides factory and kwargs (see `package_pretrained`).
-REQUIRED_CARD_KEYS = (
-    "dataset",
-    "protocol",
-    "hyperparameters",
-    "command",
-    "epochs",
-    "wall_time_s",
-    "budget",
-)
-# Keys `package_pretrained` writes itself.
-_WRITTEN_CARD_KEYS = ("name", "results", "software", "created", "files")
+DEFAULT_PRETRAINED = _FromRegistry(lambda spec: spec.default_pretrained)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _URL_SCHEMES = ("http://", "https://", "file://")
 # Layers a zoo factory names (`layers.py`): one the pretrained model lacks is an error.
 _ZOO_LAYER = re.compile(r"^(conv|dense|bn)_(\d+|out)$")
-_REINSTALL = "re-install / re-download the pretrained model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,13 +133,6 @@ _REGISTRY = {
 # Registry ---------------------------------------------------------------------------
 
 
-def _factory(name: str):
-    import zoo.mlp
-    import zoo.vgg
-
-    return getattr(zoo.mlp, name, None) or getattr(zoo.vgg, name)
-
-
 def _normalized(value):
     """JSON and tuples alike: sequences become tuples (recursively), ints stay ints."""
     if isinstance(value, (list, tuple)):
@@ -146,17 +142,36 @@ def _normalized(value):
     return value
 
 
-def _jsonable(value):
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def check_pretrained_name(name: Any) -> str:
+    """Returns `name` if it may name a pretrained model (letters, digits, `_-.`).
+
+    # Raises
+        ValueError: if it cannot.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"pretrained model names take letters, digits, '_', '-' and '.', got {name!r}"
+        )
+    return name
 
 
-def _check_factory(factory, kwargs, what: str) -> None:
+def pretrained_factory(
+    factory: str, kwargs: Mapping[str, Any], *, what: str
+) -> Callable:
+    """Returns the zoo factory that builds a pretrained `factory` model from `kwargs`.
+
+    # Arguments
+        factory: a registered factory name with pretrained support
+            (`ARCHITECTURE_ARGUMENTS`).
+        kwargs: the factory arguments the model is built with.
+        what: what is being checked, to start the error message.
+
+    # Returns
+        The factory function (`zoo.registry.get_model(factory).factory`).
+
+    # Raises
+        ValueError: for an unknown factory, or `kwargs` with an argument it does not take.
+    """
     if factory not in ARCHITECTURE_ARGUMENTS:
         raise ValueError(
             f"{what}: unknown factory {factory!r}; use one of "
@@ -166,30 +181,35 @@ def _check_factory(factory, kwargs, what: str) -> None:
         raise ValueError(
             f"{what}: `kwargs` should be a dict of {factory} arguments, got {kwargs!r}"
         )
-    parameters = set(inspect.signature(_factory(factory)).parameters)
+    function = registry.get_model(factory).factory
+    parameters = set(inspect.signature(function).parameters)
     parameters -= {"weights", "pretrained", "input_tensor"}
     unknown = sorted(set(kwargs) - parameters)
     if unknown:
         raise ValueError(
             f"{what}: {factory} takes no argument(s) {', '.join(unknown)} in `kwargs`"
         )
+    return function
 
 
 def architecture(factory: str, kwargs: Mapping[str, Any]) -> dict:
     """Returns the factory arguments that shape the weights, defaults filled in.
 
     # Arguments
-        factory: a zoo factory name with pretrained support (`ARCHITECTURE_ARGUMENTS`).
+        factory: a registered zoo factory name (see `zoo.registry`).
         kwargs: the arguments the model is built with.
 
     # Returns
         A dict such as `{"input_shape": (28, 28, 1), "num_classes": 10,
         "hidden_units": (1024, 1024)}`, sequences as tuples.
+
+    # Raises
+        ValueError: if `factory` is not registered.
     """
-    parameters = inspect.signature(_factory(factory)).parameters
+    spec = registry.get_model(factory)
     return {
-        key: _normalized(kwargs[key] if key in kwargs else parameters[key].default)
-        for key in ARCHITECTURE_ARGUMENTS[factory]
+        key: _normalized(kwargs[key] if key in kwargs else spec.default(key))
+        for key in spec.architecture
     }
 
 
@@ -227,16 +247,13 @@ def register_pretrained(
         ValueError: for an invalid or taken name, an unknown factory or argument, a URL
             without a valid sha256, or neither `url` nor `directory`.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"pretrained model names take letters, digits, '_', '-' and '.', got {name!r}"
-        )
+    check_pretrained_name(name)
     if name in _REGISTRY and not overwrite:
         raise ValueError(
             f"pretrained model {name!r} is already registered; pass overwrite=True to "
             "replace it"
         )
-    _check_factory(factory, kwargs, f"pretrained model {name!r}")
+    pretrained_factory(factory, kwargs, what=f"pretrained model {name!r}")
     if url is None and directory is None:
         raise ValueError(
             f"pretrained model {name!r}: pass `url` (with `sha256`) or `directory`"
@@ -275,6 +292,28 @@ def pretrained_models() -> dict:
     return dict(_REGISTRY)
 
 
+@contextlib.contextmanager
+def pretrained_scope() -> Iterator[None]:
+    """Undoes, at the end of the `with` block, every registration made inside it.
+
+    Like `tf.keras.utils.custom_object_scope`: registrations (and `overwrite=True`
+    replacements of registered models) last until the block ends, e.g. in a test.
+
+    ```python
+    with zoo.pretrained.pretrained_scope():
+        zoo.register_pretrained("mine", factory="mlp_meta", kwargs={}, directory="mine")
+        model = zoo.load_pretrained("mine")
+    "mine" in zoo.pretrained_models()  # False
+    ```
+    """
+    saved = dict(_REGISTRY)
+    try:
+        yield
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved)
+
+
 def is_pretrained_name(name) -> bool:
     """Returns whether `name` is a registered pretrained model name."""
     return isinstance(name, str) and name in _REGISTRY
@@ -294,22 +333,23 @@ def default_pretrained(factory: str) -> str:
     """Returns the name of the model `factory(pretrained=True)` loads.
 
     # Arguments
-        factory: a zoo factory name.
+        factory: a registered zoo factory name.
 
     # Returns
-        The registered pretrained model name.
+        The registered pretrained model name (`zoo.registry` `default_pretrained`).
 
     # Raises
-        ValueError: if the factory has no default pretrained model.
+        ValueError: if the factory is unknown or has no default pretrained model.
     """
-    if factory not in DEFAULT_PRETRAINED:
+    name = registry.get_model(factory).default_pretrained
+    if name is None:
         candidates = sorted(n for n, e in _REGISTRY.items() if e.factory == factory)
         raise ValueError(
             f"{factory} has no default pretrained model; pass `weights=` a registered "
             f"{factory} model name ({', '.join(candidates) or 'none registered'}) "
             "instead of pretrained=True"
         )
-    return DEFAULT_PRETRAINED[factory]
+    return name
 
 
 def check_pretrained(
@@ -376,8 +416,8 @@ def _local_directory(entry: PretrainedEntry, *, required: bool) -> Optional[Path
         looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
         raise ValueError(
             f"pretrained model {entry.name} is not shipped in this installation; "
-            f"looked in {looked}; package it with zoo.pretrained.package_pretrained or "
-            "register its archive's URL with zoo.pretrained.register_pretrained"
+            f"looked in {looked}; package it with zoo.package_pretrained or "
+            "register its archive's URL with zoo.register_pretrained"
         )
     return None
 
@@ -426,81 +466,13 @@ def _fetch(entry: PretrainedEntry, cache_dir: Optional[PathType]) -> Path:
     if not directory.is_dir():
         raise ValueError(
             f"pretrained model {entry.name}: {entry.url} holds no folder {entry.name}/; "
-            "publish the archive written by zoo.pretrained.archive_pretrained"
+            "publish the archive written by zoo.archive_pretrained"
         )
     return directory
 
 
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _files(directory: Path) -> list:
-    """Every file under `directory`, as sorted POSIX paths relative to it."""
-    return sorted(
-        path.relative_to(directory).as_posix()
-        for path in directory.rglob("*")
-        if path.is_file()
-    )
-
-
-def verify_pretrained(directory: PathType) -> dict:
-    """Checks a pretrained model directory against its model card, loading nothing.
-
-    Every file the card lists must be there with its size and sha256, and the SavedModel
-    must hold no file the card does not list.
-
-    # Arguments
-        directory: a pretrained model directory (with `model_card.json`).
-
-    # Returns
-        The model card.
-
-    # Raises
-        ValueError: naming the first missing, modified or unlisted file.
-    """
-    directory = Path(directory)
-    card_path = directory / CARD
-    if not card_path.is_file():
-        raise ValueError(f"{card_path}: missing, the model is incomplete; {_REINSTALL}")
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        files = card["files"]
-        listed = {rel: (int(f["bytes"]), str(f["sha256"])) for rel, f in files.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(
-            f"{card_path}: not a model card with a `files` table "
-            f"({_first_line(error)}); {_REINSTALL}"
-        ) from None
-    if f"{SAVED_MODEL}/saved_model.pb" not in listed:
-        raise ValueError(f"{card_path}: lists no SavedModel; {_REINSTALL}")
-    root = directory.resolve()
-    for rel, (size, digest) in sorted(listed.items()):
-        path = directory / rel
-        if root not in path.resolve().parents:
-            raise ValueError(f"{card_path}: lists {rel!r}, outside {directory}")
-        if not path.is_file():
-            raise ValueError(f"{path}: missing, the model is incomplete; {_REINSTALL}")
-        if path.stat().st_size != size or _sha256(path) != digest:
-            raise ValueError(
-                f"{path}: sha256 mismatch, the file is corrupted or was modified; "
-                f"{_REINSTALL}"
-            )
-    for rel in _files(directory / SAVED_MODEL):
-        if f"{SAVED_MODEL}/{rel}" not in listed:
-            raise ValueError(
-                f"{directory / SAVED_MODEL / rel}: not listed in {CARD}, the model was "
-                f"modified; {_REINSTALL}"
-            )
-    return card
 
 
 def _check_card(entry: PretrainedEntry, card: dict, directory: Path) -> None:
@@ -557,7 +529,7 @@ def _load_saved_model(path: Path) -> tf.keras.Model:
     try:
         return load_saved_model(path)
     except ValueError as error:
-        raise ValueError(f"{error}; {_REINSTALL}") from error
+        raise ValueError(f"{error}; {REINSTALL_HINT}") from error
 
 
 def load_pretrained(
@@ -596,8 +568,24 @@ def _signature(layer) -> list:
     ]
 
 
-def _matching_layers(source: tf.keras.Model, target: tf.keras.Model, what: str) -> list:
-    """Pairs the layers of `source` and `target` by name, checking weight names/shapes."""
+def matching_layers(
+    source: tf.keras.Model, target: tf.keras.Model, *, what: str
+) -> list:
+    """Pairs the layers of `source` and `target` that hold weights, by name.
+
+    # Arguments
+        source: the model whose weights are copied (e.g. a loaded pretrained model).
+        target: the model they go into, e.g. built by a zoo factory.
+        what: what is being matched, to start the error message.
+
+    # Returns
+        A list of `(source_layer, target_layer)` pairs with the same weight names and
+        shapes.
+
+    # Raises
+        ValueError: if a layer of `source` is missing from `target`, a zoo-named layer
+            of `target` is missing from `source`, or weights differ.
+    """
     sources, targets = _layers_with_weights(source), _layers_with_weights(target)
     missing = [n for n in sources if n not in targets]
     unexpected = [n for n in targets if n not in sources and _ZOO_LAYER.match(n)]
@@ -636,283 +624,8 @@ def load_pretrained_weights(
         ValueError: as `load_pretrained`, or if the layers do not match.
     """
     source = load_pretrained(name, cache_dir=cache_dir)
-    for source_layer, target_layer in _matching_layers(
-        source, model, f"pretrained model {name}"
+    for source_layer, target_layer in matching_layers(
+        source, model, what=f"pretrained model {name}"
     ):
         target_layer.set_weights(source_layer.get_weights())
     return model
-
-
-# Packaging --------------------------------------------------------------------------
-
-
-def _check_verify_data(verify_data, model: tf.keras.Model) -> tuple:
-    try:
-        x, y = verify_data
-        x, y = np.asarray(x, np.float32), np.asarray(y)
-    except (TypeError, ValueError):
-        raise ValueError(
-            "`verify_data` should be a tuple (x_test, y_test) of images and labels"
-        ) from None
-    expected = tuple(model.inputs[0].shape[1:])
-    if x.shape[1:] != expected or y.shape != (len(x),) or not len(x):
-        raise ValueError(
-            f"`verify_data` should hold images of shape (N, {', '.join(map(str, expected))})"
-            f" and N labels, N > 0, got {x.shape} and {y.shape}"
-        )
-    return x, y
-
-
-def _lce_version() -> Optional[str]:
-    try:
-        from importlib.metadata import version
-
-        return version("larq-compute-engine")
-    except Exception:  # noqa: BLE001  (not installed)
-        return None
-
-
-def _lce_results(model, flatbuffer: bytes, x, y, samples: Optional[int]) -> dict:
-    from zoo.export import verify_lce
-
-    n = len(x) if samples is None else min(int(samples), len(x))
-    result = verify_lce(flatbuffer, model, x[:n], y[:n])
-    return {
-        "test_accuracy": result["lce_accuracy"],
-        "keras_test_accuracy": result["keras_accuracy"],
-        "agreement": result.get("argmax_agreement", result.get("agreement")),
-        "max_abs_logit_diff": result["max_abs_logit_diff"],
-        "samples": n,
-    }
-
-
-def _percent(value) -> str:
-    return "—" if value is None else f"{100 * value:.2f} %"
-
-
-def _markdown_card(card: dict, sizes: dict) -> str:
-    results = card["results"]
-    lce = results.get("lce") or {}
-    kwargs = ", ".join(f"{k}={v!r}" for k, v in card["kwargs"].items())
-
-    def listed(value):
-        if isinstance(value, Mapping):
-            return ", ".join(f"{k} = {v}" for k, v in value.items())
-        return value
-
-    lce_line = "not converted (Larq Compute Engine was not installed)"
-    if lce.get("test_accuracy") is not None:
-        lce_line = (
-            f"{_percent(lce['test_accuracy'])} on {lce['samples']:,} test images; "
-            f"agrees with Keras on {_percent(lce['agreement'])}, largest logit difference "
-            f"{lce['max_abs_logit_diff']:.3g}"
-        )
-    elif FLATBUFFER in sizes:
-        lce_line = "converted, not verified (no test data given)"
-    keras_line = _percent(results.get("keras_test_accuracy"))
-    if results.get("test_samples"):
-        keras_line += f" on {results['test_samples']:,} test images"
-    rows = [
-        ("dataset", card["dataset"]),
-        ("protocol", listed(card["protocol"])),
-        ("hyperparameters", listed(card["hyperparameters"])),
-        ("epochs", card["epochs"]),
-        ("wall time", f"{card['wall_time_s']} s"),
-        ("budget", card["budget"]),
-        ("Keras test accuracy", keras_line),
-        ("LCE test accuracy", lce_line),
-    ]
-    lines = [
-        f"# {card['name']}",
-        "",
-        f"`zoo.{card['factory']}({kwargs})`, pretrained. Load it with "
-        f"`zoo.load_pretrained({card['name']!r})` (the SavedModel, to train further) or "
-        f"`zoo.{card['factory']}(weights={card['name']!r})`; `{FLATBUFFER}` is the Larq "
-        "Compute Engine flatbuffer. Every file's sha256 is in `model_card.json`.",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {key} | {value} |" for key, value in rows),
-        "",
-        "Training command:",
-        "",
-        "```bash",
-        str(card["command"]),
-        "```",
-        "",
-        "| file | bytes |",
-        "|---|---|",
-        *(f"| `{rel}` | {size:,} |" for rel, size in sorted(sizes.items())),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def package_pretrained(
-    model: tf.keras.Model,
-    *,
-    name: str,
-    card: Mapping[str, Any],
-    directory: PathType = "saved_models",
-    lce: bool = True,
-    verify_data: Optional[tuple] = None,
-    lce_samples: Optional[int] = None,
-    overwrite: bool = False,
-) -> dict:
-    """Writes a pretrained model directory: SavedModel, LCE flatbuffer, model cards.
-
-    `directory/name/` receives `saved_model/` (the model, without optimizer state),
-    `model.tflite` (when `lce` and Larq Compute Engine is installed, converted by
-    `zoo.export.convert_to_lce`), `README.md` and `model_card.json`: the given card plus
-    the name, the Keras (and LCE) test accuracy on `verify_data`, the software versions
-    and every other file's size and sha256. Nothing is left behind on failure.
-
-    # Arguments
-        model: the trained model, built by the card's factory with the card's kwargs.
-        name: the pretrained model's name, and its directory's.
-        card: `factory`, `kwargs` and what a reader needs to trust the numbers: `dataset`,
-            `protocol`, `hyperparameters`, `command` (the exact training command),
-            `epochs`, `wall_time_s`, `budget`; other keys are kept.
-        directory: where to write `name/` (default: the repository's `saved_models/`
-            when run from its root).
-        lce: whether to convert to an LCE flatbuffer (skipped, and said so in the card,
-            when Larq Compute Engine is not installed).
-        verify_data: `(x_test, y_test)` to measure the test accuracies on, if any.
-        lce_samples: how many of those images the flatbuffer is checked on (one image at
-            a time, slow on x86); default all.
-        overwrite: replace an existing `directory/name/`.
-
-    # Returns
-        The model card written to `model_card.json`.
-
-    # Raises
-        ValueError: for an invalid name or card, a model that does not match the card's
-            factory and kwargs, invalid `verify_data`, or an existing directory without
-            `overwrite`.
-    """
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"pretrained model names take letters, digits, '_', '-' and '.', got {name!r}"
-        )
-    if not isinstance(card, Mapping):
-        raise ValueError(f"`card` should be a dict, got {type(card).__name__}")
-    missing = [k for k in ("factory", "kwargs", *REQUIRED_CARD_KEYS) if k not in card]
-    if missing:
-        raise ValueError(
-            f"the model card lacks {', '.join(missing)}; add them to `card`"
-        )
-    reserved = [k for k in _WRITTEN_CARD_KEYS if k in card and k != "name"]
-    if reserved or card.get("name", name) != name:
-        raise ValueError(
-            f"package_pretrained writes the card's {', '.join(_WRITTEN_CARD_KEYS)}; "
-            "remove them from `card`"
-        )
-    _check_factory(card["factory"], card["kwargs"], f"the model card of {name}")
-    built = _factory(card["factory"])(**card["kwargs"])
-    _matching_layers(model, built, f"model {model.name!r} vs card's {card['factory']}")
-    del built
-    if verify_data is not None:
-        verify_data = _check_verify_data(verify_data, model)
-    target = Path(directory).expanduser() / name
-    if target.exists() and not overwrite:
-        raise ValueError(f"{target} exists; pass overwrite=True to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-
-    written = {
-        "name": name,
-        **{k: _jsonable(v) for k, v in card.items() if k != "name"},
-    }
-    written["kwargs"] = _jsonable(card["kwargs"])
-    results = {"keras_test_accuracy": None, "test_samples": None, "lce": None}
-    partial = target.parent / f".{name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        partial.mkdir()
-        with quiet_tensorflow():
-            model.save(partial / SAVED_MODEL, include_optimizer=False, save_format="tf")
-        shutil.rmtree(partial / SAVED_MODEL / "assets", ignore_errors=True)  # empty
-        if verify_data is not None:
-            x, y = verify_data
-            logits = model.predict(x, batch_size=256, verbose=0)
-            results["keras_test_accuracy"] = float(np.mean(logits.argmax(-1) == y))
-            results["test_samples"] = int(len(x))
-        lce_available = importlib.util.find_spec("larq_compute_engine") is not None
-        if lce and lce_available:
-            from zoo.export import convert_to_lce
-
-            flatbuffer = convert_to_lce(model, path=partial / FLATBUFFER)
-            results["lce"] = {"target": "arm"}
-            if verify_data is not None:
-                results["lce"].update(
-                    _lce_results(model, flatbuffer, *verify_data, lce_samples)
-                )
-        elif lce:
-            results["lce"] = {"skipped": "larq_compute_engine was not installed"}
-        written["results"] = results
-        written["software"] = {
-            "tensorflow": tf.__version__,
-            "larq": getattr(lq, "__version__", None),
-            "larq_compute_engine": _lce_version() if lce and lce_available else None,
-        }
-        written["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        )
-        sizes = {rel: (partial / rel).stat().st_size for rel in _files(partial)}
-        (partial / CARD_MARKDOWN).write_text(
-            _markdown_card(written, sizes), encoding="utf-8"
-        )
-        written["files"] = {
-            rel: {
-                "bytes": (partial / rel).stat().st_size,
-                "sha256": _sha256(partial / rel),
-            }
-            for rel in _files(partial)
-        }
-        (partial / CARD).write_text(
-            json.dumps(written, indent=2) + "\n", encoding="utf-8"
-        )
-        if target.exists():
-            shutil.rmtree(target)
-        partial.rename(target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return written
-
-
-def archive_pretrained(
-    name: str, *, output_dir: PathType = "dist", cache_dir: Optional[PathType] = None
-) -> Tuple[Path, str]:
-    """Writes `output_dir/<name>.tar.gz` of a verified pretrained model, to publish it.
-
-    The archive holds one folder `<name>/` with the model card and every file it lists;
-    it is byte-for-byte reproducible (sorted, zero timestamps and owners). Host it and
-    register its URL and sha256 with `register_pretrained`.
-
-    # Arguments
-        name: a registered pretrained model name.
-        output_dir: where to write the archive (created if need be).
-        cache_dir: see `load_pretrained`.
-
-    # Returns
-        A tuple `(path, sha256)` of the archive.
-
-    # Raises
-        ValueError: as `pretrained_directory`.
-    """
-    directory, card = _verified(name, cache_dir)
-    output_dir = Path(output_dir).expanduser()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / f"{name}.tar.gz"
-    with (
-        open(path, "wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed,
-        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for rel in sorted({CARD, *card["files"]}):
-            info = tar.gettarinfo(directory / rel, arcname=f"{name}/{rel}")
-            info.mtime, info.mode = 0, 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with open(directory / rel, "rb") as f:
-                tar.addfile(info, f)
-    return path, _sha256(path)

@@ -5,12 +5,14 @@ model = vgg_small_meta()  # the paper's CIFAR-10 network, outputs logits
 ```
 """
 
-import numbers
 from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
 from zoo import layers
+from zoo.registry import register_model
+from zoo.validation import check_real, check_units
+from zoo.weights import WeightsType, check_weights, load_weights, pretrained_weights
 
 POOL = "M"  # 2x2 max-pooling in a conv spec
 ConvSpec = Sequence[Union[int, str]]
@@ -35,24 +37,27 @@ def _vgg(
     num_classes: int,
     dense_units: Sequence[int],
     dropout: float,
-    weights: layers.WeightsType,
+    weights: WeightsType,
     pretrained: bool,
     kernel_initializer: str,
     name: str,
     factory: str,
 ) -> tf.keras.Model:
-    dense_units = layers.validate_units(dense_units, argument="dense_units")
-    if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` should be in [0, 1), got {dropout!r}.")
-    weights = layers.pretrained_weights(weights, pretrained=pretrained, factory=factory)
+    dense_units = check_units(dense_units, "dense_units")
+    dropout = check_real(dropout, "dropout", low=0.0, high=1.0, high_open=True)
+    weights = pretrained_weights(weights, pretrained=pretrained, factory=factory)
     input_shape = layers.validate_arguments(
         input_shape=input_shape,
         input_tensor=input_tensor,
         num_classes=num_classes,
-        weights=weights,
         ndim=3,
         min_size=2 ** convs.count(POOL),
+    )
+    check_weights(
+        weights,
         factory=factory,
+        input_shape=input_shape,
+        num_classes=num_classes,
         architecture={"dense_units": dense_units},
     )
     inputs, x = layers.model_input(input_shape, input_tensor)
@@ -83,9 +88,10 @@ def _vgg(
     )
 
     model = tf.keras.Model(inputs=inputs, outputs=x, name=name)
-    return layers.load_weights(model, weights)
+    return load_weights(model, weights)
 
 
+@register_model(architecture=("dense_units",), default_pretrained="vgg16_meta_cifar10")
 def vgg16_meta(
     *,  # Keyword arguments only
     input_shape: Optional[Sequence[int]] = (32, 32, 3),
@@ -93,7 +99,7 @@ def vgg16_meta(
     num_classes: int = 10,
     dense_units: Sequence[int] = (512, 512),
     dropout: float = 0.0,
-    weights: layers.WeightsType = None,
+    weights: WeightsType = None,
     pretrained: bool = False,
     kernel_initializer: str = "glorot_uniform",
     name: str = "vgg16_meta",
@@ -151,6 +157,7 @@ def vgg16_meta(
     )
 
 
+@register_model(architecture=("dense_units",))
 def vgg_small_meta(
     *,  # Keyword arguments only
     input_shape: Optional[Sequence[int]] = (32, 32, 3),
@@ -158,7 +165,7 @@ def vgg_small_meta(
     num_classes: int = 10,
     dense_units: Sequence[int] = (2048, 2048),
     dropout: float = 0.5,
-    weights: layers.WeightsType = None,
+    weights: WeightsType = None,
     pretrained: bool = False,
     kernel_initializer: str = "glorot_uniform",
     name: str = "vgg_small_meta",

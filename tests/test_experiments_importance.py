@@ -1,4 +1,4 @@
-"""Tests for training/importance.py: flips by |Wh| bin against a NumPy re-derivation, exact
+"""Tests for experiments/importance.py: flips by |Wh| bin against a NumPy re-derivation, exact
 restoration of the weights, and the command line on a tiny run directory."""
 
 import json
@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from experiments import importance as imp
 from tests.conftest import tiny_images
 from training import MetaplasticAdam
-from training import importance as imp
 from training.runner import RunConfig, build_tasks, run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -23,13 +23,13 @@ statistics, even in eval mode).
 
 !!! example
     ```python
-    from training.importance import loss_increase_by_hidden_weight
+    from experiments.importance import loss_increase_by_hidden_weight
 
     result = loss_increase_by_hidden_weight(model, layer="dense_2", x=x, y=y)
     print(result.mean_abs_wh, result.mean_increase_per_weight)
     ```
 
-`python -m training.importance --run-dir RUN_DIR --layer dense_2 --out DIR` does it for
+`python -m experiments.importance --run-dir RUN_DIR --layer dense_2 --out DIR` does it for
 the model of a run directory written by `training.runner.run`, on its last trained
 task's training data, and writes a PNG and a JSON.
 """
@@ -49,7 +49,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from training import plots
+from training.batchnorm import (
+    TaskBatchNorm,
+    recalibration_batches,
+    uses_task_statistics,
+)
 from training.optimizers import is_binary_variable
+from training.runner import restore_run
+from zoo.validation import check_positive_int
 
 __all__ = [
     "LossIncreaseResult",
@@ -158,12 +166,6 @@ def _edges(bins, magnitudes: np.ndarray) -> np.ndarray:
     return edges
 
 
-def _check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
-
-
 def _mean_loss_function(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch):
     """Returns a function computing the model's mean cross-entropy on (x, y) now."""
     batches = [
@@ -227,9 +229,9 @@ def loss_increase_by_hidden_weight(
             `bins`, counts, or data.
     """
     kernel = _binary_kernel(model, layer)
-    flips = _check_count(flips_per_bin, "flips_per_bin")
-    repeats = _check_count(repeats, "repeats")
-    batch_size = _check_count(batch_size, "batch_size")
+    flips = check_positive_int(flips_per_bin, "flips_per_bin")
+    repeats = check_positive_int(repeats, "repeats")
+    batch_size = check_positive_int(batch_size, "batch_size")
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y).astype(np.int64).ravel()
     if len(x) == 0 or len(x) != len(y):
@@ -319,9 +321,8 @@ def load_run_model(
     # Arguments
         run_dir: a directory written by `training.runner.run`.
         task: index of the task whose training data is used; default the last trained
-            task. With per-task BatchNorm (`batch_norm="task"`, not a stream), an
-            earlier task gets its saved BatchNorm state, re-estimated as the runner does
-            before evaluating it.
+            task. An earlier task gets its own BatchNorm state, re-estimated, when
+            the runner would evaluate it so (`training.batchnorm`).
         samples: at most this many training images of that task (a seeded shuffle).
         data_dir: where the datasets are; default the run's `data_dir` if it exists
             from here, else `$METAPLASTIC_DATA_DIR`.
@@ -335,9 +336,7 @@ def load_run_model(
         ValueError: if the directory holds no finished epoch or the checkpoint does not
             fit the configuration.
     """
-    from training import runner
-
-    restored = runner.restore_run(run_dir, data_dir=data_dir)
+    restored = restore_run(run_dir, data_dir=data_dir)
     config, model, tasks = restored.config, restored.model, restored.tasks
     last = min((restored.completed_epochs - 1) // config.epochs, len(tasks) - 1)
     task_index = last if task is None else task
@@ -346,18 +345,13 @@ def load_run_model(
             f"task must be a trained task index in [0, {last}], got {task_index}."
         )
     chosen = tasks[task_index]
-    if (
-        task_index != last
-        and config.batch_norm == "task"
-        and config.protocol != "stream"
-        and not config.joint
-    ):
-        bn_layers = runner._bn_layers(model)
-        runner._set_bn(bn_layers, restored.bn_states[task_index])
-        if config.recalibrate_bn:
-            batches = chosen.train_data(batch_size=config.batch_size, seed=task_index)
-            runner._recalibrate_bn(model, batches.take(config.recalibrate_bn))
-    samples = _check_count(samples, "samples")
+    if uses_task_statistics(
+        config, task_index, current_task=last, saved=restored.bn_states
+    ):  # as the runner evaluates it
+        TaskBatchNorm(model, restored.bn_states).restore(
+            task_index, batches=recalibration_batches(config, chosen, task_index)
+        )
+    samples = check_positive_int(samples, "samples")
     images, labels = next(iter(chosen.train_data(batch_size=samples, seed=seed)))
     info = {
         "run_dir": str(run_dir),
@@ -392,12 +386,12 @@ def summary_lines(result: LossIncreaseResult) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m training.importance --run-dir RUN_DIR --layer dense_2 --out DIR`:
+    """`python -m experiments.importance --run-dir RUN_DIR --layer dense_2 --out DIR`:
     loss increase by `|Wh|` bin for the run's model; writes
     `importance_<layer>.png` and `.json` to DIR and prints the table. Returns the exit
     code (2 for invalid input)."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.importance",
+        prog="python -m experiments.importance",
         description="Loss increase caused by flipping binary weights, per bin of |Wh| "
         "(Laborieux et al. 2021, Fig. 5c-e).",
     )
@@ -434,8 +428,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from training import plots
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = plots.plot_loss_increase_by_hidden_weight(

@@ -23,7 +23,7 @@ in NumPy:
   orthogonal eigenbasis, `W* ~ U(−4, 4)` per component, `Wh₀ ~ 0.01 · N(0, 1)`,
   1000 steps at lr 0.01; importance of a component = loss increase when its sign is
   flipped at the end (as the notebook's Fig. 5b);
-- `run_experiment` and `python -m training.toy_quadratic --out DIR`: both, with PNGs and
+- `run_experiment` and `python -m experiments.toy_quadratic --out DIR`: both, with PNGs and
   a JSON of the numbers.
 
 Deviations from the notebook: NumPy's generator instead of torch's (other random draws);
@@ -34,7 +34,7 @@ runs 500 but its figure shows the first ~10).
 
 !!! example
     ```python
-    from training.toy_quadratic import random_problem, train_binary, analyze_divergence
+    from experiments.toy_quadratic import random_problem, train_binary, analyze_divergence
 
     problem = random_problem(dim=500, seed=0)
     trajectory = train_binary(problem, steps=1000, lr=0.01, seed=0)
@@ -655,12 +655,12 @@ def summary_lines(result: dict) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m training.toy_quadratic --out DIR [--seed 0] [--dim 500 --steps 1000
+    """`python -m experiments.toy_quadratic --out DIR [--seed 0] [--dim 500 --steps 1000
     --lr 0.01]`: writes `toy_quadratic_2d.png`, `toy_quadratic_divergence.png`,
     `toy_quadratic_importance_bins.png` and `toy_quadratic.json` to DIR and prints a
     three-line summary. Returns the exit code (2 for invalid arguments)."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.toy_quadratic",
+        prog="python -m experiments.toy_quadratic",
         description="The quadratic binary task of Laborieux et al. 2021 (Fig. 5a-b).",
     )
     parser.add_argument("--out", required=True, help="output directory")

@@ -1,4 +1,4 @@
-"""Tests for training/toy_quadratic.py: the update rule, convergence to a binary point,
+"""Tests for experiments/toy_quadratic.py: the update rule, convergence to a binary point,
 divergence of important hidden weights, and the command line."""
 
 import itertools
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from training import toy_quadratic as tq
+from experiments import toy_quadratic as tq
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

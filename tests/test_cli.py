@@ -1,0 +1,85 @@
+"""Tests for training/cli.py: options become `RunConfig` fields over the paper's presets,
+and bad input is reported in one line."""
+
+import pytest
+
+from training.cli import build_parser, config_from_args, main
+from training.config import PRESETS, RunConfig
+
+
+def parsed(*argv) -> RunConfig:
+    return config_from_args(build_parser().parse_args(list(argv)))
+
+
+def test_baseline_and_float_model_options():
+    def config(*argv):
+        return parsed("permuted", *argv)
+
+    ewc = config("--tasks", "10", "--meta", "0", "--baseline", "ewc")
+    assert (ewc.baseline, ewc.ewc_lambda, ewc.fisher_samples) == ("ewc", 5e3, 5000)
+    assert ewc.run_dir == "runs/permuted-mnist-m0-seed0-ewc"
+    si = config("--baseline", "si", "--si-c", "0.5", "--si-xi", "0.01")
+    assert (si.baseline, si.si_c, si.si_xi) == ("si", 0.5, 0.01)
+    assert si.run_dir == "runs/permuted-mnist-m1.35-seed0-si"
+    shuffled = config("--baseline", "ewc_random", "--ewc-lambda", "100")
+    assert (shuffled.baseline, shuffled.ewc_lambda) == ("ewc_random", 100.0)
+    float_model = config("--model", "mlp_float", "--hidden-units", "64")
+    assert (float_model.model, float_model.hidden_units) == ("mlp_float", (64,))
+    assert float_model.run_dir == "runs/permuted-mnist-m1.35-seed0-float"
+    assert config().baseline is None and config().run_dir.endswith("seed0")
+
+
+def test_defaults_are_the_presets_then_the_run_configs():
+    cifar = parsed("stream", "--dataset", "cifar10")
+    preset = PRESETS[("stream", "cifar10")]
+    for field, value in preset.items():
+        assert getattr(cifar, field) == value, field
+    assert cifar.run_dir == "runs/stream-cifar10-m13-seed0"
+    # Options win over the preset; `fashion-mnist` is `fashion_mnist`.
+    fmnist = parsed("stream", "--dataset", "fashion-mnist", "--subsets", "3", "-m", "1")
+    assert (fmnist.num_tasks, fmnist.meta, fmnist.epochs) == (3, 1.0, 20)
+    assert fmnist.learning_rate == PRESETS[("stream", "fashion_mnist")]["learning_rate"]
+    # Fields no preset sets take RunConfig's defaults.
+    default = RunConfig()
+    for config in (cifar, fmnist, parsed("sequence")):
+        for field in ("recalibrate_bn", "batch_norm", "evaluate", "seed"):
+            assert getattr(config, field) == getattr(default, field), field
+    assert parsed("sequence").datasets == ("mnist", "fashion_mnist")
+    train = parsed("train")
+    assert (train.protocol, train.datasets, train.epochs) == (
+        "sequence",
+        ("fashion_mnist",),
+        5,
+    )
+    given = parsed("permuted", "--recalibrate-bn", "0", "--bn", "domain", "--seed", "3")
+    assert (given.recalibrate_bn, given.batch_norm, given.seed) == (0, "domain", 3)
+    assert given.run_dir == "runs/permuted-mnist-m1.35-seed3"
+
+
+def test_invalid_option_values_are_one_line_errors(capsys):
+    with pytest.raises(ValueError, match="recalibrate_bn must be an integer >= 0"):
+        parsed("permuted", "--recalibrate-bn", "-1")
+    assert main(["permuted", "--epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: epochs must be a positive integer, got 0.\n"
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_data_dir, capsys):
+    code = main(
+        ["permuted", "--dataset", "nosuchset", "--run-dir", str(tmp_path / "r")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: unknown dataset 'nosuchset'") and err.count("\n") == 1
+
+    argv = [
+        "sequence", "--datasets", "mnist", "fashion_mnist", "--epochs", "1",
+        "--hidden-units", "16", "--quiet", "--data-dir", str(tiny_data_dir),
+        "--run-dir", str(tmp_path / "seq"),
+    ]  # fmt: skip
+    code = main(argv)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Final test accuracy: mnist" in out and "fashion_mnist" in out
+    commands = (tmp_path / "seq" / "commands.txt").read_text().splitlines()
+    assert commands == ["python -m training " + " ".join(argv)]

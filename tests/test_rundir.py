@@ -1,0 +1,148 @@
+"""Tests for training/rundir.py: progress round trips exactly, only relative paths are
+stored, and a copied run directory resumes from its own files."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training.config import RunConfig
+from training.rundir import Progress, RunDirectory, RunDirectoryError
+from training.runner import run
+
+
+def config_in(path, **overrides):
+    return RunConfig(run_dir=str(path), hidden_units=(8,), **overrides)
+
+
+def test_progress_round_trip_stores_relative_paths(tmp_path):
+    directory = RunDirectory.prepare(config_in(tmp_path / "run"))
+    assert directory.load_progress() is None
+    rng = np.random.default_rng(0)
+    states = {
+        t: [rng.normal(size=3).astype("float32") for _ in range(4)] for t in (0, 1)
+    }
+    progress = Progress(
+        completed_epochs=2,
+        rows=[{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "acc/a": 0.9}],
+        bn_states=states,
+        wall_time=12.5,
+    )
+    variable = tf.Variable([1.0, 2.0])
+    directory.save_epoch(tf.train.Checkpoint(v=variable), progress)
+    assert progress.checkpoint == "checkpoint/epoch-2"
+    saved = json.loads((tmp_path / "run" / "checkpoint" / "progress.json").read_text())
+    assert saved["checkpoint"] == "checkpoint/epoch-2"  # relative to the run directory
+    assert str(tmp_path) not in json.dumps(saved)
+
+    loaded = directory.load_progress()
+    assert (loaded.completed_epochs, loaded.rows, loaded.wall_time) == (
+        2, progress.rows, 12.5
+    )  # fmt: skip
+    assert sorted(loaded.bn_states) == [0, 1]
+    for task in states:
+        for a, b in zip(states[task], loaded.bn_states[task]):
+            np.testing.assert_array_equal(a, b)
+    checkpoint, _ = directory.last_checkpoint()
+    assert checkpoint == str(tmp_path / "run" / "checkpoint" / "epoch-2")
+    restored = tf.Variable([0.0, 0.0])
+    tf.train.Checkpoint(v=restored).read(checkpoint).assert_consumed()
+    np.testing.assert_array_equal(restored.numpy(), [1.0, 2.0])
+    with open(directory.metrics_path) as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0] == {"epoch": "1", "loss": "0.5", "acc/a": ""}
+    assert rows[1]["acc/a"] == "0.9"
+
+
+def test_old_absolute_checkpoint_paths_are_read_inside_the_directory(tmp_path):
+    directory = RunDirectory.prepare(config_in(tmp_path / "run"))
+    directory.save_epoch(tf.train.Checkpoint(v=tf.Variable(1.0)), Progress(1))
+    path = directory.checkpoint_dir / "progress.json"
+    saved = json.loads(path.read_text())
+    saved["checkpoint"] = "/somewhere/else/run/checkpoint/epoch-1"  # as written before
+    path.write_text(json.dumps(saved))
+    assert directory.load_progress().checkpoint == "checkpoint/epoch-1"
+    assert directory.last_checkpoint()[0] == str(directory.checkpoint_dir / "epoch-1")
+
+
+def test_only_the_last_two_checkpoints_are_kept(tmp_path):
+    directory = RunDirectory.prepare(config_in(tmp_path / "run"))
+    progress = Progress()
+    for epoch in range(1, 13):
+        progress.completed_epochs = epoch
+        directory.save_epoch(tf.train.Checkpoint(v=tf.Variable(float(epoch))), progress)
+    kept = sorted(p.name for p in directory.checkpoint_dir.glob("epoch-*.index"))
+    assert kept == ["epoch-11.index", "epoch-12.index"]
+
+
+def test_prepare_refuses_another_configuration(tmp_path):
+    config = config_in(tmp_path / "run", meta=1.0)
+    directory = RunDirectory.prepare(config)
+    assert json.loads(directory.config_path.read_text()) == config.to_json()
+    assert (directory.plots_dir.is_dir(), directory.checkpoint_dir.is_dir()) == (
+        True, True
+    )  # fmt: skip
+    # Another location of the same run: reopened.
+    RunDirectory.prepare(RunConfig(**{**config.to_json(), "data_dir": "/data"}))
+    other = config_in(tmp_path / "run", meta=2.0, epochs=3)
+    with pytest.raises(RunDirectoryError, match=r"differs in \['epochs', 'meta'\]"):
+        RunDirectory.prepare(other)
+    (directory.path / "stale.txt").write_text("")
+    RunDirectory.prepare(other, overwrite=True)
+    assert not (directory.path / "stale.txt").exists()
+    assert directory.read_config() == other
+
+
+def test_files_of_a_run(tmp_path):
+    directory = RunDirectory(tmp_path / "run")
+    with pytest.raises(ValueError, match="has no config.json: not a run directory"):
+        directory.read_config()
+    with pytest.raises(ValueError, match="has no summary.json: finish the run"):
+        directory.read_summary()
+    assert directory.last_command() is None
+    directory.path.mkdir()
+    directory.record_command("python -m training permuted")
+    directory.record_command("python -m training permuted --epochs 2\n")
+    assert directory.last_command() == "python -m training permuted --epochs 2"
+    directory.write_summary({"mean_accuracy": 0.5})
+    assert directory.read_summary() == {"mean_accuracy": 0.5}
+    (directory.checkpoint_dir).mkdir()
+    (directory.checkpoint_dir / "progress.json").write_text("{not json")
+    with pytest.raises(RunDirectoryError, match="damaged progress files"):
+        directory.load_progress()
+
+
+def checkpoint_values(run_dir) -> dict:
+    reader = tf.train.load_checkpoint(RunDirectory(run_dir).last_checkpoint()[0])
+    names = reader.get_variable_to_shape_map()
+    # The object graph names a restored optimizer's slots without its name scope.
+    skipped = ("save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH")
+    return {n: reader.get_tensor(n) for n in names if not n.startswith(skipped)}
+
+
+def test_a_copied_run_directory_resumes_from_its_own_files(tmp_path, tiny_data_dir):
+    def tiny(run_dir):
+        return RunConfig(
+            protocol="permuted", num_tasks=2, epochs=2, hidden_units=(16,),
+            batch_size=40, learning_rate=0.01, data_dir=str(tiny_data_dir),
+            run_dir=str(run_dir),
+        )  # fmt: skip
+
+    run(tiny(tmp_path / "whole"), verbose=0)
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    run(tiny(original), verbose=0, stop_after_epochs=3)
+    shutil.copytree(original, copy)
+    for path in (original / "checkpoint").glob("epoch-*"):  # corrupt the original
+        path.write_bytes(b"\0" * 16)
+    summary = run(tiny(copy), verbose=0)
+    assert summary["epochs"] == 4 and summary["run_dir"] == str(copy)
+    whole, resumed = checkpoint_values(tmp_path / "whole"), checkpoint_values(copy)
+    assert whole.keys() == resumed.keys() and len(whole) > 5
+    for name in whole:
+        np.testing.assert_array_equal(whole[name], resumed[name], err_msg=name)
+    assert (tmp_path / "whole" / "metrics.csv").read_text() == (
+        copy / "metrics.csv"
+    ).read_text()

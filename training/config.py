@@ -1,0 +1,299 @@
+"""The configuration of a run, and the paper's settings as presets.
+
+`RunConfig` holds everything that defines a continual-learning run of
+`training.runner.run`; it is saved as `config.json` in the run directory, and a run
+directory is only resumed by a configuration with the same `identity()`. `PRESETS`
+holds the paper's hyperparameters per protocol and dataset (Laborieux et al. 2021):
+the command line (`python -m training`) and the tuner start from them, and so can the
+Python API.
+
+!!! example
+    ```python
+    from training.config import RunConfig, preset
+
+    preset("stream", "cifar10")["meta"]  # 13.0 (Fig. 3b)
+    config = RunConfig.from_preset("permuted", num_tasks=5, run_dir="runs/pmnist")
+    ```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import zoo  # noqa: F401  (the zoo's models join the registry on import)
+from training import baselines, data
+from zoo import registry
+from zoo.datasets import canonical_name
+from zoo.validation import (
+    check_choice,
+    check_nonnegative_int,
+    check_positive_int,
+    check_real,
+    check_units,
+)
+
+__all__ = [
+    "AUGMENTATIONS",
+    "BASELINES",
+    "BATCH_NORM",
+    "DEFAULT_DATASETS",
+    "EVALUATE",
+    "FALLBACK_PRESET",
+    "PRESETS",
+    "PROTOCOLS",
+    "RunConfig",
+    "preset",
+]
+
+PROTOCOLS = ("permuted", "sequence", "stream")
+BASELINES = (None, *baselines.BASELINES)
+BATCH_NORM = ("task", "domain")
+EVALUATE = ("epoch", "task")
+AUGMENTATIONS = (None, *data.AUGMENTATIONS)
+
+# Fields that say where a run is, not what it is: a run directory may be resumed with
+# other values (a moved data directory, a copied run directory).
+_LOCATION_FIELDS = ("data_dir", "run_dir")
+
+# The paper's hyperparameters, by (protocol, dataset): `RunConfig` fields.
+PRESETS: Mapping[tuple[str, str], Mapping[str, Any]] = MappingProxyType(
+    {
+        # Fig. 2: permuted MNIST, fresh Adam per task, BN statistics kept per task.
+        ("permuted", "mnist"): MappingProxyType(
+            dict(
+                meta=1.35, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=10
+            )
+        ),
+        # Fig. 3a: stream Fashion-MNIST, 60 subsets of 1,000 images, 20 epochs each.
+        ("stream", "fashion_mnist"): MappingProxyType(
+            dict(meta=2.5, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=60)
+        ),
+        # Fig. 3b: stream CIFAR-10, 20 subsets, VGG-Small, augmentation.
+        ("stream", "cifar10"): MappingProxyType(
+            dict(
+                meta=13.0,
+                learning_rate=1e-4,
+                batch_size=64,
+                epochs=20,
+                num_tasks=20,
+                model="vgg_small_meta",
+                augment="flip_crop",
+            )
+        ),
+    }
+)
+# Every other protocol and dataset.
+FALLBACK_PRESET: Mapping[str, Any] = MappingProxyType(
+    dict(meta=1.35, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=10)
+)
+# The datasets of each protocol when none are named.
+DEFAULT_DATASETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "permuted": ("mnist",),
+        "sequence": ("mnist", "fashion_mnist"),
+        "stream": ("fashion_mnist",),
+    }
+)
+
+
+def preset(protocol: str, dataset: str) -> dict:
+    """The paper's settings for `protocol` on `dataset`, as `RunConfig` fields.
+
+    # Arguments
+        protocol: one of `PROTOCOLS`.
+        dataset: a dataset name or image-folder path (`fashion-mnist` and
+            `fashion_mnist` are the same dataset); for a sequence, its first dataset.
+
+    # Returns
+        A new dict of `RunConfig` fields: `PRESETS[(protocol, dataset)]`, else
+        `FALLBACK_PRESET`.
+
+    # Raises
+        ValueError: for an unknown protocol.
+    """
+    check_choice(protocol, "protocol", PROTOCOLS)
+    return dict(PRESETS.get((protocol, canonical_name(dataset)), FALLBACK_PRESET))
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as `config.json` in the run directory.
+
+    # Arguments
+        protocol: `"permuted"` (N permutations of one dataset), `"sequence"` (one task per
+            dataset) or `"stream"` (one dataset in `num_tasks` class-balanced subsets).
+        datasets: dataset names or image-folder paths (`training.data.load_dataset`).
+        num_tasks: permuted tasks or stream subsets (ignored for sequences).
+        joint: train on the union of all tasks at once (the upper-bound reference).
+        model: a registered zoo model (`zoo.registry.model_names()`); `hidden_units`
+            applies to the models that take it (`mlp_meta`, `mlp_float`). A float model
+            (`mlp_float`) is trained with the metaplastic rule on its float kernels
+            (`MetaplasticAdam(metaplastic_variables="kernels")`).
+        meta: the metaplasticity m of `MetaplasticAdam` (0 is plain Adam), or a mapping
+            from binary layer name to m (layers not named get 0).
+        baseline: `None`, or a continual-learning baseline with task boundaries
+            (`training.baselines`): `"ewc"`, `"ewc_random"` (EWC with shuffled Fisher
+            values, the paper's control) or `"si"` (Synaptic Intelligence). It
+            combines with any `meta` (the paper's EWC runs use `meta=0`).
+        ewc_lambda: EWC strength (paper: 5e3).
+        fisher_samples: training examples of each task's Fisher estimate (reference
+            code: 5000).
+        si_c, si_xi: SI strength (Zenke et al. 2017: 0.1) and damping (reference
+            code: 0.1).
+        learning_rate, batch_size, epochs: optimizer step, batch, epochs per task.
+        optimizer_per_task: a fresh optimizer (new Adam moments) for every task, as in the
+            paper's permuted-MNIST experiment; else one optimizer for the whole run.
+        batch_norm: `"task"`: BatchNorm state saved at the end of each task and restored to
+            evaluate it (`training.batchnorm`); `"domain"`: one shared BatchNorm state.
+        recalibrate_bn: with `batch_norm="task"`, re-estimate a finished task's BatchNorm
+            statistics under the current weights from this many batches of its training
+            data before evaluating it (its saved gamma and beta are kept). The paper's
+            reference code normalizes with batch statistics, which adapt to the weights
+            the same way; statistics frozen at the end of the task go stale as later
+            tasks flip weights. 0 evaluates with the saved statistics as they are.
+        augment: CIFAR augmentation (`None`, `"flip_crop"`, `"flip_rotate"`).
+        evaluate: `"epoch"`: every task after every epoch; `"task"`: at task ends only.
+        seed: seeds the permutations, splits, initial weights, shuffling and dropout.
+        validation_split: when > 0, this seeded random fraction of each dataset's
+            training images is held out and used as its evaluation set in place of the
+            test set (for hyperparameter search: `tuning`); the test set is not read.
+        jit_compile: compile the training step with XLA (not with a distribution strategy).
+        data_dir: where datasets are looked for first (see `training.data`).
+        run_dir: the run directory.
+        initial_weights: start from these weights instead of random ones: another run
+            directory (the weights of its last completed epoch), a pretrained model name
+            or a weights file (as a zoo factory's `weights=`). A fresh optimizer starts
+            with them; resuming this run restores its own checkpoint instead.
+
+    # Raises
+        ValueError: for an invalid field (the message names the field and its value).
+    """
+
+    protocol: str = "permuted"
+    datasets: tuple[str, ...] = ("mnist",)
+    num_tasks: int = 5
+    joint: bool = False
+    model: str = "mlp_meta"
+    hidden_units: tuple[int, ...] = (1024, 1024)
+    meta: float | dict[str, float] = 1.35
+    baseline: str | None = None
+    ewc_lambda: float = baselines.EWC_LAMBDA
+    fisher_samples: int = baselines.FISHER_SAMPLES
+    si_c: float = baselines.SI_C
+    si_xi: float = baselines.SI_XI
+    learning_rate: float = 0.005
+    batch_size: int = 100
+    epochs: int = 5
+    optimizer_per_task: bool = True
+    batch_norm: str = "task"
+    recalibrate_bn: int = 20
+    augment: str | None = None
+    evaluate: str = "epoch"
+    seed: int = 0
+    validation_split: float = 0.0
+    jit_compile: bool = False
+    data_dir: str | None = None
+    run_dir: str = "runs/run"
+    initial_weights: str | None = None
+
+    def __post_init__(self):
+        check_choice(self.protocol, "protocol", PROTOCOLS)
+        if isinstance(self.datasets, str):
+            self.datasets = (self.datasets,)
+        self.datasets = tuple(self.datasets)
+        if not self.datasets:
+            raise ValueError("datasets must name at least one dataset, got ().")
+        if self.protocol != "sequence" and len(self.datasets) != 1:
+            raise ValueError(
+                f"protocol {self.protocol!r} takes one dataset, got datasets "
+                f"{self.datasets!r}."
+            )
+        check_choice(self.model, "model", registry.model_names())
+        self.hidden_units = check_units(tuple(self.hidden_units), "hidden_units")
+        check_choice(self.baseline, "baseline", BASELINES)
+        check_choice(self.batch_norm, "batch_norm", BATCH_NORM)
+        check_choice(self.evaluate, "evaluate", EVALUATE)
+        check_choice(self.augment, "augment", AUGMENTATIONS)
+        for name in ("num_tasks", "batch_size", "epochs", "fisher_samples"):
+            check_positive_int(getattr(self, name), name)
+        check_nonnegative_int(self.recalibrate_bn, "recalibrate_bn")
+        check_real(self.learning_rate, "learning_rate", low=0, low_open=True)
+        check_real(self.ewc_lambda, "ewc_lambda", low=0)
+        check_real(self.si_c, "si_c", low=0)
+        check_real(self.si_xi, "si_xi", low=0, low_open=True)
+        check_real(
+            self.validation_split, "validation_split", low=0, high=1, high_open=True
+        )
+        if isinstance(self.meta, Mapping):
+            self.meta = {
+                str(layer): check_real(m, f"meta[{str(layer)!r}]", low=0)
+                for layer, m in self.meta.items()
+            }
+        else:
+            check_real(self.meta, "meta", low=0)
+
+    @classmethod
+    def from_preset(
+        cls, protocol: str, datasets: Sequence[str] | None = None, **fields: Any
+    ) -> RunConfig:
+        """The configuration of `protocol` with the paper's settings (`preset`).
+
+        # Arguments
+            protocol: one of `PROTOCOLS`.
+            datasets: the datasets; default `DEFAULT_DATASETS[protocol]`.
+            **fields: other `RunConfig` fields; they take precedence over the preset.
+
+        # Returns
+            A `RunConfig`.
+
+        # Raises
+            ValueError: for an unknown protocol or an invalid field.
+        """
+        check_choice(protocol, "protocol", PROTOCOLS)
+        datasets = tuple(DEFAULT_DATASETS[protocol] if datasets is None else datasets)
+        if not datasets:
+            raise ValueError("datasets must name at least one dataset, got ().")
+        values = {**preset(protocol, datasets[0]), **fields}
+        return cls(protocol=protocol, datasets=datasets, **values)
+
+    @classmethod
+    def from_json(cls, saved: Mapping[str, Any]) -> RunConfig:
+        """The configuration a `config.json` holds.
+
+        # Arguments
+            saved: the parsed `config.json`; fields it lacks (added since it was
+                written) take their defaults, keys that are not fields are ignored.
+
+        # Returns
+            A `RunConfig`.
+
+        # Raises
+            ValueError: for an invalid field.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+    def to_json(self) -> dict:
+        """The fields as JSON values (tuples as lists), as written to `config.json`."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def identity(self) -> dict:
+        """The fields that must match for a run directory to be resumed: all but
+        `data_dir` and `run_dir`."""
+        return _identity(self.to_json())
+
+    @classmethod
+    def saved_identity(cls, saved: Mapping[str, Any]) -> dict:
+        """The `identity()` of the run a `config.json` holds, as it was written; fields
+        it lacks (added since) take their defaults."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        return _identity(json.loads(json.dumps({**defaults, **saved})))
+
+
+def _identity(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in _LOCATION_FIELDS}
