@@ -4,7 +4,9 @@ For every pretrained model in `saved_models/` (or those named with `--names`), b
 with its factory's `pretrained=True` / `weights=NAME` (sha256-verified), evaluates the
 Keras model on its dataset's whole test split, runs the shipped LCE flatbuffer
 (`model.tflite`) on the same images with LCE's interpreter, and compares both with the
-accuracies the model card states. Prints a markdown table and writes JSON to
+accuracies the model card states. `--samples N` measures a seeded, class-stratified
+sample of N test images instead (`zoo.datasets.stratified_sample`, `--seed`), never
+the first N. Prints a markdown table and writes JSON to
 `benchmarks/results/pretrained-<UTC time>.json`.
 
     python benchmarks/pretrained.py --data-dir ../shared/data
@@ -27,14 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 from zoo import export, pretrained  # noqa: E402
-from zoo.datasets import load_dataset  # noqa: E402
+from zoo.datasets import load_dataset, sample_description  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def measure(name: str, *, data_dir: str | None, samples: int | None) -> dict:
+def measure(
+    name: str, *, data_dir: str | None, samples: int | None, seed: int = 0
+) -> dict:
     """Keras and LCE test accuracy of pretrained model `name`, built by its factory
-    (`pretrained=True` for a factory's default model)."""
+    (`pretrained=True` for a factory's default model), on the whole test split or a
+    class-stratified sample of `samples` images drawn with `seed`."""
     directory = pretrained.pretrained_directory(name)
     card = json.loads((directory / pretrained.CARD).read_text())
     entry = pretrained.pretrained_models()[name]
@@ -46,16 +51,22 @@ def measure(name: str, *, data_dir: str | None, samples: int | None) -> dict:
         call = f"zoo.{entry.factory}(weights={name!r})"
         model = spec.factory(**entry.kwargs, weights=name)
     data = load_dataset(card["dataset"], data_dir=data_dir)
-    x, y = data.x_test[:samples], data.y_test[:samples]
     started = time.perf_counter()
     result = export.verify_lce(
-        (directory / pretrained.FLATBUFFER).read_bytes(), model, x, y
+        (directory / pretrained.FLATBUFFER).read_bytes(),
+        model,
+        data.x_test,
+        data.y_test,
+        samples=samples,
+        seed=seed,
     )
     return {
         "name": name,
         "factory": call,
         "dataset": card["dataset"],
-        "samples": int(len(x)),
+        "samples": result["samples"],
+        "total": result["total"],
+        "seed": result["seed"],
         "keras_accuracy": result["keras_accuracy"],
         "lce_accuracy": result["lce_accuracy"],
         "argmax_agreement": result["argmax_agreement"],
@@ -70,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--names", nargs="+", help="pretrained names (default: all)")
     parser.add_argument("--data-dir", default=os.environ.get("METAPLASTIC_DATA_DIR"))
-    parser.add_argument("--samples", type=int, help="test images (default: all)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        help="test images, a class-stratified sample (default: all)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of that sample")
     args = parser.parse_args(argv)
     names = args.names or [
         name
@@ -80,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         try:
-            rows.append(measure(name, data_dir=args.data_dir, samples=args.samples))
+            rows.append(
+                measure(
+                    name, data_dir=args.data_dir, samples=args.samples, seed=args.seed
+                )
+            )
         except ValueError as error:
             print(f"error: {name}: {error}", file=sys.stderr)
             return 2
@@ -92,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         card_lce = r["card_lce_accuracy"]
         lines.append(
-            f"| `{r['factory']}` on {r['dataset']} | {r['samples']:,} "
+            f"| `{r['factory']}` on {r['dataset']} "
+            f"| {sample_description(r['samples'], r['total'], seed=r['seed'])} "
             f"| {100 * r['keras_accuracy']:.2f} % | {100 * r['lce_accuracy']:.2f} % "
             f"| {100 * r['argmax_agreement']:.2f} % "
             f"| {100 * r['card_keras_accuracy']:.2f} / "

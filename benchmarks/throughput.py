@@ -49,8 +49,20 @@ LEARNING_RATE, META = 0.005, 1.35  # the paper's permuted-MNIST settings
 
 # name -> (factory, factory kwargs, input shape, batch size, steps per timed block)
 CONFIGS = {
-    "mlp_meta-1024": (zoo.mlp_meta, {"hidden_units": (1024, 1024)}, (28, 28, 1), 100, 20),
-    "mlp_meta-4096": (zoo.mlp_meta, {"hidden_units": (4096, 4096)}, (28, 28, 1), 100, 4),
+    "mlp_meta-1024": (
+        zoo.mlp_meta,
+        {"hidden_units": (1024, 1024)},
+        (28, 28, 1),
+        100,
+        20,
+    ),
+    "mlp_meta-4096": (
+        zoo.mlp_meta,
+        {"hidden_units": (4096, 4096)},
+        (28, 28, 1),
+        100,
+        4,
+    ),
     "vgg16_meta": (zoo.vgg16_meta, {}, (32, 32, 3), 64, 1),
 }
 QUICK = {
@@ -89,11 +101,14 @@ def paired_ratios(
     return ratios, adam_seconds, meta_seconds
 
 
-def summary(ratios: list[float], adam_rates: list[float], meta_rates: list[float]):
-    """Median and best pair ratio, median rates, and the raw pairs."""
+def summary(
+    ratios: list[float], adam_rates: list[float], meta_rates: list[float], unit: str
+) -> dict:
+    """Median and best pair ratio, median rates in `unit`, and the raw pairs."""
     return {
         "ratio": statistics.median(ratios),
         "ratio_best": max(ratios),
+        "unit": unit,
         "adam_per_s": statistics.median(adam_rates),
         "metaplastic_per_s": statistics.median(meta_rates),
         "pair_ratios": ratios,
@@ -109,7 +124,12 @@ def binary_kernel(width: int) -> tf.Variable:
     return layer.kernel
 
 
-def update_block(optimizer, width: int, steps: int, jit_compile: bool):
+def update_block(
+    optimizer: tf.keras.optimizers.legacy.Optimizer,
+    width: int,
+    steps: int,
+    jit_compile: bool,
+) -> Callable[[], None]:
     """A block of `steps` updates of a fresh binary kernel by `optimizer`."""
     kernel = binary_kernel(width)
     gradient = tf.random.stateless_normal((width, width), seed=(0, 1))
@@ -150,7 +170,12 @@ def benchmark_update(*, width: int, steps: int, jit_compile: bool, pairs: int) -
         "xla": jit_compile,
         "updates_per_block": steps,
         "pairs": pairs,
-        **summary(ratios, [steps / s for s in adam_s], [steps / s for s in meta_s]),
+        **summary(
+            ratios,
+            [steps / s for s in adam_s],
+            [steps / s for s in meta_s],
+            unit="updates/s",
+        ),
     }
     print(
         f"{'update ' + str(width):>14} | xla={str(jit_compile):5} | "
@@ -162,22 +187,34 @@ def benchmark_update(*, width: int, steps: int, jit_compile: bool, pairs: int) -
     return result
 
 
-def synthetic_data(input_shape, batch_size: int) -> tf.data.Dataset:
+def synthetic_data(input_shape: tuple[int, ...], batch_size: int) -> tf.data.Dataset:
+    """Eight random batches, repeated forever."""
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch_size * 8, *input_shape)).astype("float32")
     y = rng.integers(0, 10, batch_size * 8)
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache().repeat()
 
 
-def benchmark_training(name, config, *, jit_compile: bool, pairs: int) -> dict:
-    """Training steps of one zoo model, Adam vs metaplastic, in ABBA blocks."""
+def benchmark_training(
+    name: str,
+    config: tuple,
+    *,
+    jit_compile: bool,
+    pairs: int,
+    precision: str = "float32",
+) -> dict:
+    """Training steps of one zoo model, Adam vs metaplastic, in ABBA blocks.
+
+    In bf16 the binary layers compute in bfloat16 while the latent kernels, hence the
+    optimizer's update, stay float32 (`zoo.precision`).
+    """
     factory, kwargs, input_shape, batch_size, steps = config
     blocks = {}
     for key, optimizer in (
         ("adam", tf.keras.optimizers.legacy.Adam(LEARNING_RATE, epsilon=1e-8)),
         ("metaplastic_adam", MetaplasticAdam(LEARNING_RATE, meta=META)),
     ):
-        model = factory(input_shape=input_shape, **kwargs)
+        model = factory(input_shape=input_shape, precision=precision, **kwargs)
         model.compile(
             optimizer,
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -201,14 +238,20 @@ def benchmark_training(name, config, *, jit_compile: bool, pairs: int) -> dict:
     result = {
         "benchmark": "training",
         "model": name,
+        "precision": precision,
         "xla": jit_compile,
         "batch_size": batch_size,
         "steps_per_block": steps,
         "pairs": pairs,
-        **summary(ratios, [samples / s for s in adam_s], [samples / s for s in meta_s]),
+        **summary(
+            ratios,
+            [samples / s for s in adam_s],
+            [samples / s for s in meta_s],
+            unit="samples/s",
+        ),
     }
     print(
-        f"{name:>14} | xla={str(jit_compile):5} | samples/s: adam "
+        f"{name:>14} | {precision:7} | xla={str(jit_compile):5} | samples/s: adam "
         f"{result['adam_per_s']:8.1f}, metaplastic {result['metaplastic_per_s']:8.1f} | "
         f"ratio median {result['ratio']:.3f}, best {result['ratio_best']:.3f}",
         flush=True,
@@ -216,7 +259,7 @@ def benchmark_training(name, config, *, jit_compile: bool, pairs: int) -> dict:
     return result
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     parser.add_argument("--models", nargs="*", help=f"subset of {sorted(CONFIGS)}")
@@ -227,6 +270,13 @@ def main(argv=None) -> int:
         "--pairs", type=int, help="ABBA pairs of timed blocks (default 16, quick 4)"
     )
     parser.add_argument("--no-xla", action="store_true", help="skip the XLA runs")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=("float32", "bf16"),
+        default=["float32", "bf16"],
+        help="precisions of the training benchmark (default both)",
+    )
     parser.add_argument("--output", type=Path, help="JSON path (default: results dir)")
     args = parser.parse_args(argv)
 
@@ -259,12 +309,17 @@ def main(argv=None) -> int:
             )
         if args.only != "update":
             for name in names:
-                tf.keras.backend.clear_session()
-                results.append(
-                    benchmark_training(
-                        name, configs[name], jit_compile=jit_compile, pairs=pairs
+                for precision in args.precisions:
+                    tf.keras.backend.clear_session()
+                    results.append(
+                        benchmark_training(
+                            name,
+                            configs[name],
+                            jit_compile=jit_compile,
+                            pairs=pairs,
+                            precision=precision,
+                        )
                     )
-                )
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     output = args.output or RESULTS_DIR / f"throughput-{stamp}.json"

@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.validation import check_positive_int, check_real
+
 __all__ = [
     "QuadraticProblem",
     "BinaryTrajectory",
@@ -218,23 +220,6 @@ def binary_gradient_step(
     return hidden - lr * hessian @ (binary_sign(hidden) - optimum)
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
-
-
-def _check_positive(value, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.floating, np.integer))
-        or not np.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    return float(value)
-
-
 def random_problem(
     *,
     dim: int = DIM,
@@ -262,14 +247,14 @@ def random_problem(
     # Raises
         ValueError: for a non-positive dimension, or eigenvalues that could be <= 0.
     """
-    dim = _check_positive_int(dim, "dim")
-    mean = _check_positive(eigenvalue_mean, "eigenvalue_mean")
+    dim = check_positive_int(dim, "dim")
+    mean = check_real(eigenvalue_mean, "eigenvalue_mean", low=0, low_open=True)
     if not 0 <= eigenvalue_spread < 2 * mean:
         raise ValueError(
             f"eigenvalue_spread must be in [0, 2 * eigenvalue_mean) so that H is "
             f"positive definite, got {eigenvalue_spread!r}."
         )
-    half_width = _check_positive(optimum_range, "optimum_range")
+    half_width = check_real(optimum_range, "optimum_range", low=0, low_open=True)
     rng = np.random.default_rng(seed)
     eigenvalues = mean + eigenvalue_spread * (rng.uniform(size=dim) - 0.5)
     q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
@@ -318,8 +303,8 @@ def train_binary(
     # Raises
         ValueError: for bad `steps`, `lr` or an `initial` of the wrong shape.
     """
-    steps = _check_positive_int(steps, "steps")
-    lr = _check_positive(lr, "lr")
+    steps = check_positive_int(steps, "steps")
+    lr = check_real(lr, "lr", low=0, low_open=True)
     if initial is None:
         hidden = init_std * np.random.default_rng(seed).standard_normal(problem.dim)
     else:
@@ -429,7 +414,7 @@ def analyze_divergence(
     # Raises
         ValueError: for a trajectory of fewer than 2 steps or bad `bins`.
     """
-    bins = _check_positive_int(bins, "bins")
+    bins = check_positive_int(bins, "bins")
     if trajectory.steps < 2:
         raise ValueError("the trajectory needs at least 2 steps to fit a growth rate.")
     half = trajectory.steps // 2

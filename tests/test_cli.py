@@ -83,3 +83,32 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_data_dir, capsys):
     assert "Final test accuracy: mnist" in out and "fashion_mnist" in out
     commands = (tmp_path / "seq" / "commands.txt").read_text().splitlines()
     assert commands == ["python -m training " + " ".join(argv)]
+
+
+def test_permuted_and_stream_take_tasks_and_stream_also_subsets():
+    assert parsed("permuted", "--tasks", "4").num_tasks == 4
+    assert parsed("stream", "--tasks", "4").num_tasks == 4
+    assert parsed("stream", "--subsets", "6").num_tasks == 6
+    with pytest.raises(SystemExit):
+        parsed("permuted", "--subsets", "4")  # permuted tasks are not subsets
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_epochs_are_shown_by_task(tmp_path, tiny_data_dir, capsys, quiet):
+    argv = [
+        "permuted", "--tasks", "2", "--epochs", "1", "--hidden-units", "16",
+        "--batch-size", "40", "--data-dir", str(tiny_data_dir),
+        "--run-dir", str(tmp_path / "run"),
+    ] + (["--quiet"] if quiet else [])  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # Keras' own header counts the run's epochs ("Epoch 2/2" in task 2 of 1 epoch).
+    assert "Epoch " not in out
+    lines = out.splitlines()
+    if quiet:  # one line per epoch
+        assert lines[0].startswith("Task 1/2 (task_1), epoch 1/1: loss ")
+        assert lines[2].startswith("Task 2/2 (task_2), epoch 1/1: loss ")
+        assert " - accuracy " in lines[0] and lines[0].endswith(" s")
+    else:  # a header, then Keras' progress bar
+        assert "Task 1/2 (task_1), epoch 1/1" in lines
+        assert "Task 2/2 (task_2), epoch 1/1" in lines

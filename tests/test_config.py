@@ -37,6 +37,8 @@ from zoo import registry
         ({"fisher_samples": 0}, "fisher_samples must be a positive integer, got 0."),
         ({"learning_rate": 0}, "learning_rate must be a finite number > 0, got 0."),
         ({"recalibrate_bn": -1}, "recalibrate_bn must be an integer >= 0, got -1."),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1."),
+        ({"seed": 2**32}, "seed must be an integer >= 0 and < 2**32, got 4294967296."),
         ({"validation_split": 1.0}, "validation_split must be a finite number >= 0 "
          "and < 1, got 1.0."),
         ({"batch_norm": "layer"}, "batch_norm must be one of 'task', 'domain'"),

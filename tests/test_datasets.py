@@ -22,6 +22,8 @@ from zoo.datasets import (
     canonical_name,
     load_dataset,
     read_idx,
+    sample_description,
+    stratified_sample,
 )
 
 # The real data directory, read before the fixture below hides it from unit tests.
@@ -570,6 +572,90 @@ def test_image_dataset_validation_subset_and_repr():
     assert_one_line(info, "x_train must be float images")
 
 
+# Stratified samples -----------------------------------------------------------------
+
+
+def _allotted(labels, n):
+    """What `stratified_sample` gives each class: n * count / N, rounded down or up."""
+    counts = np.bincount(labels)
+    exact = n * counts / len(labels)
+    return np.floor(exact).astype(int), np.ceil(exact).astype(int)
+
+
+@pytest.mark.parametrize("n", [1, 7, 300, 305, 9999])
+def test_stratified_sample_of_a_class_sorted_split(n):
+    labels = np.repeat(np.arange(10), 1000)  # sorted by class, like CIFAR-10's test
+    indices = stratified_sample(labels, n, seed=0)
+    assert indices.dtype == np.int64 and len(indices) == n
+    assert np.all(np.diff(indices) > 0)  # sorted, no repeat
+    counts = np.bincount(labels[indices], minlength=10)
+    assert counts.min() >= n // 10 and counts.max() <= -(-n // 10)  # n / k, +-1
+    assert counts.sum() == n
+
+
+def test_stratified_sample_keeps_unequal_classes_in_proportion():
+    labels = np.repeat([0, 1, 2, 5], [5, 95, 880, 20])
+    labels = np.random.default_rng(0).permutation(labels)
+    for n, seed in [(100, 0), (100, 1), (333, 2), (999, 3)]:
+        indices = stratified_sample(labels, n, seed=seed)
+        counts = np.bincount(labels[indices], minlength=6)
+        low, high = _allotted(labels, n)
+        assert np.all((low <= counts) & (counts <= high)) and counts.sum() == n
+        assert counts[3] == counts[4] == 0  # absent classes stay absent
+
+
+def test_stratified_sample_is_seeded_and_draws_within_classes():
+    labels = np.repeat(np.arange(4), 250)
+    first = stratified_sample(labels, 40, seed=3)
+    np.random.seed(0)  # the global state plays no part
+    np.testing.assert_array_equal(stratified_sample(labels, 40, seed=3), first)
+    other = stratified_sample(labels, 40, seed=4)
+    assert not np.array_equal(other, first)
+    np.testing.assert_array_equal(np.bincount(labels[other]), [10, 10, 10, 10])
+    # Drawn across each class, not its first images.
+    assert np.all(first[labels[first] == 0].max() > 100)
+    assert len(set(first) - set(range(0, 1000, 25))) > 30
+
+
+def test_stratified_sample_of_everything_is_the_split_in_order():
+    labels = np.array([2, 0, 1, 1, 0], dtype=np.uint8)
+    for n in (5, 6, 10**6):
+        everything = stratified_sample(labels, n, seed=7)
+        np.testing.assert_array_equal(everything, np.arange(5))
+    assert stratified_sample(np.array([], np.int64), 3, seed=0).tolist() == []
+    assert stratified_sample([4, 4, 4], 2, seed=0).tolist() in ([0, 1], [0, 2], [1, 2])
+
+
+@pytest.mark.parametrize(
+    "labels, n, seed, match",
+    [
+        (np.arange(5), 0, 0, "n must be a positive integer, got 0."),
+        (np.arange(5), -3, 0, "n must be a positive integer, got -3."),
+        (np.arange(5), 2.5, 0, "n must be a positive integer, got 2.5."),
+        (np.arange(5), True, 0, "n must be a positive integer, got True."),
+        (np.arange(5), 2, -1, "seed must be an integer >= 0, got -1."),
+        (np.zeros((5, 2), int), 2, 0, r"labels must be integer class labels of shape"),
+        (np.linspace(0, 1, 5), 2, 0, r"labels must be .*, got float64 \(5,\)\."),
+    ],
+)
+def test_stratified_sample_errors_are_one_line(labels, n, seed, match):
+    with pytest.raises(ValueError, match=match) as info:
+        stratified_sample(labels, n, seed=seed)
+    assert "\n" not in str(info.value)
+
+
+def test_sample_description():
+    what = "cifar10 test images"
+    assert (
+        sample_description(300, 10000, seed=0, what=what)
+        == "300 of 10,000 cifar10 test images, stratified by class, seed 0"
+    )
+    assert sample_description(10000, 10000, seed=None, what=what) == (
+        "all 10,000 cifar10 test images"
+    )
+    assert sample_description(50, 80, seed=None) == "50 images"
+
+
 # Real data, when $METAPLASTIC_DATA_DIR points at it ----------------------------------
 
 
@@ -591,6 +677,11 @@ def test_real_mnist_like(name, folder):
     assert train_counts.min() > 5000 and test_counts.min() > 800
     mean = dataset.x_train.mean(dtype=np.float64)
     assert abs(mean - {"mnist": 0.1307, "fashion_mnist": 0.2860}[name]) < 1e-3
+    # A stratified sample of the test split: every class in proportion (MNIST's test
+    # classes are unequal: 892 to 1,135 images).
+    counts = np.bincount(dataset.y_test[stratified_sample(dataset.y_test, 300, seed=0)])
+    low, high = _allotted(dataset.y_test, 300)
+    assert np.all((low <= counts) & (counts <= high)) and counts.sum() == 300
 
 
 # The first 3 training and test JPEGs of `airplane` and `automobile` in the real

@@ -8,7 +8,7 @@ import zoo
 from training.optimizers import MetaplasticAdam
 from zoo import export, layers, mlp_meta, pretrained, vgg16_meta
 from zoo.cli import main
-from zoo.datasets import load_dataset
+from zoo.datasets import load_dataset, stratified_sample
 from zoo.publishing import REQUIRED_CARD_KEYS
 
 
@@ -199,6 +199,31 @@ def test_lce_logits_match_keras_and_numpy(trained, tiny_data):
         export.verify_lce(flatbuffer, model, np.zeros((2, 9, 9, 1)), None)
 
 
+def test_verify_lce_on_a_stratified_sample(trained, tiny_data):
+    model, flatbuffer = trained
+    order = np.argsort(tiny_data.y_test, kind="stable")  # by class, like CIFAR-10
+    x, y = tiny_data.x_test[order], tiny_data.y_test[order]
+    result = export.verify_lce(flatbuffer, model, x, y, samples=20, seed=1)
+    assert (result["samples"], result["total"], result["seed"]) == (20, 80, 1)
+    indices = stratified_sample(y, 20, seed=1)
+    counts = np.bincount(y[indices], minlength=4)
+    assert np.all(np.abs(counts - 20 * np.bincount(y, minlength=4) / 80) < 1)
+    classes = inference(model, x[indices]).argmax(-1)
+    assert result["keras_accuracy"] == pytest.approx(np.mean(classes == y[indices]))
+    assert result["lce_accuracy"] == result["keras_accuracy"]
+    everything = export.verify_lce(flatbuffer, model, x, y, samples=500)
+    assert (everything["samples"], everything["total"], everything["seed"]) == (
+        80,
+        80,
+        None,
+    )
+    assert everything == export.verify_lce(flatbuffer, model, x, y)
+    with pytest.raises(ValueError, match="samples must be a positive integer, got 0."):
+        export.verify_lce(flatbuffer, model, x, y, samples=0)
+    with pytest.raises(ValueError, match="`samples` draws a class-stratified sample"):
+        export.verify_lce(flatbuffer, model, x, samples=5)
+
+
 def test_binary_layer_sizes_are_bit_packed(trained):
     model, flatbuffer = trained
     sizes = {
@@ -249,7 +274,10 @@ def test_cli_converts_a_saved_model_and_verifies_it(
     printed = capsys.readouterr().out
     assert "binary layers: 2/2 became LceBconv2d (dense_2, dense_out)" in printed
     assert "stay float32: dense_1" in printed
-    assert "50 images: argmax agreement 100.00 %" in printed
+    assert (
+        "verification on 50 of 80 mnist test images, stratified by class, seed 0: "
+        "argmax agreement 100.00 %"
+    ) in printed
     x = tiny_data.x_test[:10]
     np.testing.assert_allclose(
         export.lce_predict(output.read_bytes(), x), inference(model, x), atol=1e-3
@@ -286,6 +314,13 @@ def test_load_model_finds_factories_and_pretrained_names(tmp_path):
         loaded, source = export.load_model("tiny")
         assert source == "pretrained tiny"
         np.testing.assert_array_equal(inference(loaded, x), inference(small, x))
+    # A pretrained model directory given by path is verified, then loaded.
+    loaded, source = export.load_model(tmp_path / "tiny")
+    assert source == f"pretrained model directory {tmp_path / 'tiny'}"
+    np.testing.assert_array_equal(inference(loaded, x), inference(small, x))
+    (tmp_path / "tiny" / "extra.txt").write_text("unlisted")
+    with pytest.raises(ValueError, match=r"extra\.txt: not listed in model_card\.json"):
+        export.load_model(tmp_path / "tiny")
     # Binary factories only (the registry's), built with random weights.
     model, source = export.load_model("vgg_small_meta", input_shape=(8, 8, 1))
     assert source == "vgg_small_meta (random weights)"
@@ -298,6 +333,9 @@ def test_load_model_finds_factories_and_pretrained_names(tmp_path):
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_data_dir, capsys):
     output = str(tmp_path / "out.tflite")
+    not_saved = tmp_path / "not_a_saved_model"
+    not_saved.mkdir()
+    (not_saved / "notes.txt").write_text("not a model")
     cases = [
         (["convert", str(tmp_path / "missing"), "-o", output], "does not exist"),
         (["convert", "no_such_model", "-o", output], "unknown model 'no_such_model'"),
@@ -316,9 +354,35 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_data_dir, capsys):
             ["convert", "mlp_meta", "-o", output, "--batch-size", "-2"],
             "error: --batch-size must be a positive integer, got -2.\n",
         ),
+        (
+            ["convert", "mlp_meta", "-o", output, "--seed", "1"],
+            "error: --seed needs --dataset: the images to sample\n",
+        ),
+        (
+            ["convert", "mlp_meta", "-o", output, "--dataset", "mnist", "--seed", "-1"],
+            "error: --seed must be an integer >= 0, got -1.\n",
+        ),
+        (
+            ["convert", "mlp_meta", "-o", output, "--dataset", "no_such_data"],
+            "error: unknown dataset 'no_such_data'; known names: mnist",
+        ),
+        (
+            ["convert", str(not_saved), "-o", output],
+            f"error: {not_saved} is not a SavedModel directory (no saved_model.pb); ",
+        ),
+        # Usage errors: one line too, with the exit code argparse gives them.
+        (
+            ["convert", "mlp_meta", "-o", output, "--samples", "abc"],
+            "error: argument --samples: invalid int value: 'abc' "
+            "(see python -m zoo convert --help)\n",
+        ),
+        (["convert", "mlp_meta"], "the following arguments are required: --output/-o"),
+        (["convert", "mlp_meta", "-o", output, "--target", "x86"], "invalid choice"),
+        ([], "error: the following arguments are required: command"),
     ]
     for argv, message in cases:
-        assert main(argv) == 2
+        assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err
         assert err.count("\n") == 1 and err.startswith("error: ")
+    assert not (tmp_path / "out.tflite").exists()

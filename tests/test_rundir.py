@@ -1,9 +1,12 @@
 """Tests for training/rundir.py: progress round trips exactly, only relative paths are
-stored, and a copied run directory resumes from its own files."""
+stored, a copied run directory resumes from its own files, one process holds a run
+directory, and each checkpoint keeps its progress for a fallback."""
 
 import csv
 import json
+import os
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -87,13 +90,22 @@ def test_prepare_refuses_another_configuration(tmp_path):
     )  # fmt: skip
     # Another location of the same run: reopened.
     RunDirectory.prepare(RunConfig(**{**config.to_json(), "data_dir": "/data"}))
+    # Before an epoch completes (a run that failed before training), another
+    # configuration replaces it; after, it is refused.
+    replaced = config_in(tmp_path / "run", meta=1.5)
+    RunDirectory.prepare(replaced)
+    assert directory.read_config() == replaced
+    directory.save_epoch(tf.train.Checkpoint(v=tf.Variable(1.0)), Progress(1))
     other = config_in(tmp_path / "run", meta=2.0, epochs=3)
     with pytest.raises(RunDirectoryError, match=r"differs in \['epochs', 'meta'\]"):
         RunDirectory.prepare(other)
-    (directory.path / "stale.txt").write_text("")
-    RunDirectory.prepare(other, overwrite=True)
-    assert not (directory.path / "stale.txt").exists()
+    with directory.lock():
+        (directory.path / "stale.txt").write_text("")
+        RunDirectory.prepare(other, overwrite=True)
+        assert not (directory.path / "stale.txt").exists()
+        assert directory.lock_path.exists()  # the lock it holds stays
     assert directory.read_config() == other
+    assert directory.load_progress() is None
 
 
 def test_files_of_a_run(tmp_path):
@@ -146,3 +158,68 @@ def test_a_copied_run_directory_resumes_from_its_own_files(tmp_path, tiny_data_d
     assert (tmp_path / "whole" / "metrics.csv").read_text() == (
         copy / "metrics.csv"
     ).read_text()
+
+
+def test_one_process_holds_the_lock_and_the_file_names_it(tmp_path):
+    directory = RunDirectory(tmp_path / "new" / "run")
+    with directory.lock():
+        holder = json.loads(directory.lock_path.read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        # A second open file description is refused, as another process would be.
+        with pytest.raises(RunDirectoryError) as info:
+            with RunDirectory(directory.path).lock():
+                pass
+        message = str(info.value)
+        assert message == (
+            f"{directory.path} is in use by pid {os.getpid()} on "
+            f"{socket.gethostname()} since {holder['started']}; wait for it to end or "
+            "choose another run directory."
+        )
+    assert directory.lock_path.read_text() == ""  # released
+    with directory.lock():
+        pass
+
+
+def test_each_checkpoint_keeps_its_progress_for_a_fallback(tmp_path):
+    directory = RunDirectory.prepare(config_in(tmp_path / "run"))
+    assert directory.resume_point() == (None, [])
+    state = [np.arange(3, dtype="float32")]
+    for epoch in (1, 2, 3):
+        progress = Progress(
+            completed_epochs=epoch,
+            rows=[{"epoch": e} for e in range(1, epoch + 1)],
+            bn_states={0: state} if epoch >= 2 else {},  # task 0 ended at epoch 2
+            wall_time=float(epoch),
+        )
+        directory.save_epoch(tf.train.Checkpoint(v=tf.Variable(float(epoch))), progress)
+    names = sorted(p.name for p in directory.checkpoint_dir.iterdir())
+    assert names == [
+        "bn_states.npz", "epoch-2.bn_states.npz", "epoch-2.data-00000-of-00001",
+        "epoch-2.index", "epoch-2.progress.json", "epoch-3.bn_states.npz",
+        "epoch-3.data-00000-of-00001", "epoch-3.index", "epoch-3.progress.json",
+        "progress.json",
+    ]  # fmt: skip
+    progress, damaged = directory.resume_point()
+    assert (progress.completed_epochs, damaged) == (3, [])
+
+    (directory.checkpoint_dir / "epoch-3.index").write_bytes(b"\0" * 8)
+    progress, damaged = directory.resume_point()
+    assert (progress.completed_epochs, progress.checkpoint) == (2, "checkpoint/epoch-2")
+    assert progress.rows == [{"epoch": 1}, {"epoch": 2}] and progress.wall_time == 2.0
+    np.testing.assert_array_equal(progress.bn_states[0][0], state[0])
+    assert damaged == ["checkpoint/epoch-3 (file is too short to be an sstable)"]
+    with pytest.raises(RunDirectoryError, match=r"checkpoint/epoch-3, is damaged"):
+        directory.last_checkpoint()
+
+    # Damaged progress files fall back the same way.
+    (directory.checkpoint_dir / "progress.json").write_text("{")
+    progress, damaged = directory.resume_point()
+    assert progress.completed_epochs == 2
+    assert damaged == [
+        "checkpoint/progress.json (damaged progress files)",
+        "checkpoint/epoch-3 (file is too short to be an sstable)",
+    ]
+    (directory.checkpoint_dir / "epoch-2.data-00000-of-00001").write_bytes(b"")
+    with pytest.raises(RunDirectoryError, match="no intact checkpoint") as info:
+        directory.resume_point()
+    assert "\n" not in str(info.value)

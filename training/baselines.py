@@ -31,11 +31,12 @@ task. The accumulators are `tf.Variable`s tracked by the model's checkpoint.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from zoo.validation import check_positive_int, check_real
 
 __all__ = [
     "BASELINES",
@@ -65,25 +66,6 @@ _PER_EXAMPLE_BUDGET = 2**26
 def _latent(var: tf.Variable) -> tf.Variable:
     """The hidden weights of a Larq quantized variable, else the variable itself."""
     return getattr(var, "latent_variable", var)
-
-
-def _check_number(value, what: str, *, positive: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-        or (positive and value == 0)
-    ):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}.")
-    return float(value)
-
-
-def _check_count(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}.")
-    return value
 
 
 # Per-step work in plain TensorFlow ops: on CPU, Eigen's multithreaded elementwise ops
@@ -229,7 +211,7 @@ class FisherEstimator:
         variables: Sequence[tf.Variable] | None = None,
         batch_size: int = 500,
     ):
-        _check_count(batch_size, "batch_size")
+        check_positive_int(batch_size, "batch_size")
         self.model = model
         self.variables = list(
             consolidated_variables(model) if variables is None else variables
@@ -298,6 +280,8 @@ class FisherEstimator:
             deltas = tape.gradient(loss, outputs[1 + count :])
             for (index, i, kind), mask in zip(self._terms, masks):
                 layer, delta = self._layers[index], deltas[index]
+                dtype = self.variables[i].dtype  # float32, also for bf16 layers
+                delta = tf.cast(delta, dtype)
                 conv = _is_conv(layer)
                 if conv:  # (batch, positions, channels)
                     delta = tf.reshape(delta, [tf.shape(delta)[0], -1, delta.shape[-1]])
@@ -309,6 +293,7 @@ class FisherEstimator:
                 quantizer = getattr(layer, "input_quantizer", None)
                 if quantizer is not None:
                     inputs = quantizer(inputs)
+                inputs = tf.cast(inputs, dtype)
                 if conv:
                     gradients = tf.matmul(
                         _conv_patches(layer, inputs), delta, transpose_a=True
@@ -350,7 +335,7 @@ class FisherEstimator:
             ValueError: if `data` is empty or of an unknown type, or `num_samples` is
                 not a positive integer.
         """
-        _check_count(num_samples, "num_samples")
+        check_positive_int(num_samples, "num_samples")
         masks = self._masks()
         totals = [tf.zeros(v.shape, v.dtype) for v in self.variables]
         seen = 0
@@ -497,9 +482,9 @@ class ElasticWeightConsolidation(_Consolidation):
         name: str = "ewc",
     ):
         super().__init__(variables, name=name)
-        self.ewc_lambda = _check_number(ewc_lambda, "ewc_lambda")
+        self.ewc_lambda = check_real(ewc_lambda, "ewc_lambda", low=0)
         self.shuffle = bool(shuffle)
-        self.num_samples = _check_count(num_samples, "num_samples")
+        self.num_samples = check_positive_int(num_samples, "num_samples")
         self.seed = int(seed)
         self.fisher_sum = self._zeros(variables, "fisher_sum")  # A
         self.fisher_weight_sum = self._zeros(variables, "fisher_weight_sum")  # B
@@ -587,8 +572,8 @@ class SynapticIntelligence(_Consolidation):
         name: str = "si",
     ):
         super().__init__(variables, name=name)
-        self.c = _check_number(c, "si_c")
-        self.xi = _check_number(xi, "si_xi", positive=True)
+        self.c = check_real(c, "si_c", low=0)
+        self.xi = check_real(xi, "si_xi", low=0, low_open=True)
         self.path_integral = self._zeros(variables, "path_integral")  # omega
         self.importance = self._zeros(variables, "importance")  # Omega
         self.anchor = [

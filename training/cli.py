@@ -4,16 +4,24 @@ A thin layer over `training.runner.run`: every option is a `RunConfig` field, an
 defaults are the paper's settings for the protocol and dataset
 (`training.config.PRESETS`, Laborieux et al. 2021), else `RunConfig`'s. Re-running the
 same command continues an interrupted run from its last completed epoch; a finished run
-records its command in `commands.txt`. `package RUN_DIR --name NAME` turns a finished
-run into a pretrained model (`training.packaging.package_run`).
+records its command in `commands.txt`. Errors (bad input, a run directory in use by
+another process, a NaN loss) are one line on standard error and exit code 2; warnings
+(a damaged checkpoint skipped, a diverging run) one `warning:` line each.
+`package RUN_DIR --name NAME` turns a finished run into a pretrained model
+(`training.packaging.package_run`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
+import os
 import shlex
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import tensorflow as tf
@@ -22,11 +30,12 @@ from training import baselines, data
 from training.config import BATCH_NORM, DEFAULT_DATASETS, EVALUATE, PRESETS, RunConfig
 from training.packaging import package_run
 from training.rundir import RunDirectory
-from training.runner import run
+from training.runner import RunWarning, run
 from zoo import registry
 from zoo.datasets import canonical_name
+from zoo.precision import PRECISIONS
 
-__all__ = ["build_parser", "config_from_args", "main"]
+__all__ = ["build_parser", "config_from_args", "main", "quiet_logs", "run_warnings"]
 
 # `train`: one dataset learned once (a sequence of one task), briefly.
 TRAIN_DATASETS = ("fashion_mnist",)
@@ -36,7 +45,7 @@ TRAIN_EPOCHS = 5
 _FIELDS = (
     "num_tasks", "epochs", "meta", "learning_rate", "batch_size", "model", "augment",
     "baseline", "ewc_lambda", "fisher_samples", "si_c", "si_xi", "batch_norm",
-    "recalibrate_bn", "evaluate", "seed", "initial_weights", "data_dir",
+    "recalibrate_bn", "evaluate", "seed", "initial_weights", "data_dir", "precision",
 )  # fmt: skip
 _PAPER = PRESETS[("permuted", "mnist")]
 
@@ -54,7 +63,7 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     )
     if command in ("permuted", "stream"):
         p.add_argument(
-            "--tasks" if command == "permuted" else "--subsets",
+            *(["--tasks"] if command == "permuted" else ["--tasks", "--subsets"]),
             dest="num_tasks",
             type=int,
             help="number of tasks / subsets (paper: "
@@ -149,6 +158,12 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         help="compile the training step with XLA",
     )
     p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="bf16: binary layers compute in bfloat16, latent weights, BatchNorm and "
+        f"loss stay float32 (default {RunConfig.precision})",
+    )
+    p.add_argument(
         "--strategy",
         choices=["none", "mirrored", "multiworker"],
         default="none",
@@ -241,8 +256,75 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         + ("-joint" if config.joint else "")
         + ("" if registry.get_model(config.model).binary else "-float")
         + (f"-{config.baseline}" if config.baseline else "")
+        + ("" if config.precision == "float32" else f"-{config.precision}")
     )
     return dataclasses.replace(config, run_dir=run_dir)
+
+
+@contextlib.contextmanager
+def _stderr_closed() -> Iterator[None]:
+    """Within the block, what is written to file descriptor 2 (C++ logs) is dropped."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no standard error to protect
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Within the block, hides the log lines TensorFlow prints on a default run.
+
+    TensorFlow's C++ lines follow `TF_CPP_MIN_LOG_LEVEL`, read once when TensorFlow is
+    imported (`python -m training` sets it to 3, see `training/__init__.py`). Python's
+    absl and TensorFlow loggers are set to errors in the block. XLA logs "Compiled
+    cluster using XLA!" (after absl's "All log messages before absl::InitializeLog()"
+    notice) through C++ absl logging, which no setting governs, once per process, when
+    the first function is compiled: `MetaplasticAdam`'s update. A trivial function is
+    compiled first with standard error closed to spend those lines. With
+    TF_CPP_MIN_LOG_LEVEL=0 nothing is hidden.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":
+        yield
+        return
+    loggers = [logging.getLogger("absl"), tf.get_logger()]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    with _stderr_closed():
+        tf.function(lambda x: x + 1.0, jit_compile=True)(tf.constant(0.0))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def run_warnings() -> Iterator[None]:
+    """Within the block, every `RunWarning` is printed as one `warning: ...` line on
+    standard error; other warnings as usual."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RunWarning)
+        show = warnings.showwarning
+
+        def show_run_warning(message, category, *args, **kwargs):
+            if issubclass(category, RunWarning):
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = show_run_warning
+        yield
 
 
 def _strategy(name: str) -> tf.distribute.Strategy | None:
@@ -283,20 +365,22 @@ def _package(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs `python -m training` with `argv` (default `sys.argv[1:]`); returns the exit
-    code: 0, 2 for invalid input, 130 when interrupted."""
+    code: 0, 2 for invalid input, a run directory in use or a NaN loss, 130 when
+    interrupted."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.command == "package":
         return _package(args)
     try:
         config = config_from_args(args)
-        summary = run(
-            config,
-            strategy=_strategy(args.strategy),
-            overwrite=args.overwrite,
-            verbose=2 if args.quiet else 1,
-        )
-    except ValueError as error:  # bad input, missing data, foreign run directory
+        with quiet_logs(), run_warnings():
+            summary = run(
+                config,
+                strategy=_strategy(args.strategy),
+                overwrite=args.overwrite,
+                verbose=2 if args.quiet else 1,
+            )
+    except ValueError as error:  # bad input, missing data, run directory, NaN loss
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -318,4 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Mean: {100 * summary['mean_accuracy']:.2f}%  "
         f"(wall time {summary['wall_time_s']:.0f} s)"
     )
+    if summary["warnings"]:
+        print(
+            f"{len(summary['warnings'])} warning(s), listed in "
+            f"{Path(config.run_dir) / 'summary.json'}: the run diverges."
+        )
     return 0

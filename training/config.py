@@ -29,6 +29,7 @@ import zoo  # noqa: F401  (the zoo's models join the registry on import)
 from training import baselines, data
 from zoo import registry
 from zoo.datasets import canonical_name
+from zoo.precision import DEFAULT_PRECISION, check_precision
 from zoo.validation import (
     check_choice,
     check_nonnegative_int,
@@ -163,6 +164,10 @@ class RunConfig:
             training images is held out and used as its evaluation set in place of the
             test set (for hyperparameter search: `tuning`); the test set is not read.
         jit_compile: compile the training step with XLA (not with a distribution strategy).
+        precision: `"float32"`, or `"bf16"`: the binary layers compute in bfloat16
+            (`zoo.precision`; latent weights, batch normalization, logits and loss stay
+            float32). For the models whose factory takes a `precision`; a
+            `config.json` written before this field existed reads as `"float32"`.
         data_dir: where datasets are looked for first (see `training.data`).
         run_dir: the run directory.
         initial_weights: start from these weights instead of random ones: another run
@@ -197,6 +202,7 @@ class RunConfig:
     seed: int = 0
     validation_split: float = 0.0
     jit_compile: bool = False
+    precision: str = DEFAULT_PRECISION
     data_dir: str | None = None
     run_dir: str = "runs/run"
     initial_weights: str | None = None
@@ -214,6 +220,14 @@ class RunConfig:
                 f"{self.datasets!r}."
             )
         check_choice(self.model, "model", registry.model_names())
+        check_precision(self.precision)
+        if self.precision != "float32" and not registry.get_model(self.model).takes(
+            "precision"
+        ):
+            raise ValueError(
+                f"precision {self.precision!r} is not available for model "
+                f"{self.model!r}; use precision 'float32'."
+            )
         self.hidden_units = check_units(tuple(self.hidden_units), "hidden_units")
         check_choice(self.baseline, "baseline", BASELINES)
         check_choice(self.batch_norm, "batch_norm", BATCH_NORM)
@@ -222,6 +236,10 @@ class RunConfig:
         for name in ("num_tasks", "batch_size", "epochs", "fisher_samples"):
             check_positive_int(getattr(self, name), name)
         check_nonnegative_int(self.recalibrate_bn, "recalibrate_bn")
+        if check_nonnegative_int(self.seed, "seed") >= 2**32:
+            raise ValueError(
+                f"seed must be an integer >= 0 and < 2**32, got {self.seed}."
+            )
         check_real(self.learning_rate, "learning_rate", low=0, low_open=True)
         check_real(self.ewc_lambda, "ewc_lambda", low=0)
         check_real(self.si_c, "si_c", low=0)

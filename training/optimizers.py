@@ -82,11 +82,19 @@ def _check_meta(value, what: str) -> float:
 
 @tf.function(jit_compile=True)
 def _metaplastic_adam_update(var, m, v, grad, alpha, beta_1, beta_2, epsilon, meta):
-    """The whole update as one fused XLA kernel: a single pass over the weights.
+    """The whole update as one XLA kernel, as cheap in memory traffic as fused Adam.
+
+    XLA on CPU compiles this into three loops, each split over all cores: `m`, `v`, and
+    `var` from `var`, `m_t`, `v_t`; ten array reads and writes per weight, as Keras'
+    fused `ResourceApplyAdam`. The damping multiplies `step` through a `where` on the
+    multiplier so that `step` has one consumer: `where(c, step * damping, step)` gave it
+    two, and XLA, which does not duplicate a division into both, wrote `step` to a
+    temporary array first (thirteen reads and writes; the update took 1.4 times as long).
 
     Takes resource handles (not variables, which a cached trace would keep alive) and
     uses the same operations as TensorFlow's fused `ApplyAdam`, so that the undamped
-    branch equals legacy Adam to float32 rounding.
+    branch equals legacy Adam to float32 rounding. Inside an XLA-compiled train step
+    this function is inlined into the step's cluster, with the same numbers.
     """
     dtype = grad.dtype
     w = tf.raw_ops.ReadVariableOp(resource=var, dtype=dtype)
@@ -97,7 +105,7 @@ def _metaplastic_adam_update(var, m, v, grad, alpha, beta_1, beta_2, epsilon, me
     step = m_t * alpha / (tf.sqrt(v_t) + epsilon)
     # sign(Wh) * m_hat > 0: the step moves Wh towards zero, so damp it.
     damping = 1.0 - tf.square(tf.tanh(meta * tf.abs(w)))
-    step *= tf.where(tf.sign(w) * m_t > 0.0, damping, 1.0)
+    step *= tf.where(tf.sign(w) * m_t > 0.0, damping, 1.0)  # exact: step * 1 == step
     tf.raw_ops.AssignVariableOp(resource=m, value=m_t)
     tf.raw_ops.AssignVariableOp(resource=v, value=v_t)
     tf.raw_ops.AssignVariableOp(resource=var, value=w - step)

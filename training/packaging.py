@@ -5,6 +5,8 @@ writes `saved_models/<name>/` with `zoo.publishing.package_pretrained`: the Save
 (latent weights), the Larq Compute Engine flatbuffer and a model card that says how the
 model was trained (dataset, protocol, hyperparameters, the exact command, epochs, wall
 time, compute budget) and what it scores (Keras and LCE accuracy on the run's test split).
+A run trained in bf16 (`zoo.precision`) is packaged as its float32 twin (same weights),
+so that the pretrained model loads anywhere; its card's hyperparameters say `precision`.
 
 ```bash
 python -m training package runs/fmnist-stream-m2.5 --name mlp_meta_fashion_mnist_stream \
@@ -21,6 +23,7 @@ from typing import Optional
 from training.rundir import RunDirectory
 from training.runner import restore_run
 from zoo import registry
+from zoo.precision import as_float32
 
 PROTOCOLS = {
     "sequence": "datasets learned one after another (one dataset: plain training)",
@@ -123,6 +126,7 @@ def package_run(
             "augment": config.augment,
             "baseline": config.baseline,
             "seed": config.seed,
+            "precision": config.precision,
         },
         "command": command,
         "epochs": epochs,
@@ -131,7 +135,7 @@ def package_run(
         "initial_weights": source,
     }
     return package_pretrained(
-        model,
+        as_float32(model),
         name=name,
         card=card,
         directory=directory,

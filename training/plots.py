@@ -33,6 +33,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from zoo.validation import check_positive_int
+
 __all__ = [
     "plot_task_accuracies",
     "plot_hidden_weight_histograms",
@@ -180,8 +182,7 @@ def plot_hidden_weight_histograms(
     """
     if not weights_by_layer:
         raise ValueError("weights_by_layer is empty: nothing to plot.")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}.")
+    bins = check_positive_int(bins, "bins")
     magnitudes = {}
     for name, weights in weights_by_layer.items():
         weights = np.abs(np.asarray(weights, dtype=np.float64)).ravel()
@@ -428,7 +429,7 @@ def plot_hidden_weight_divergence(
         )
     if not all(np.isfinite(a).all() for a in (magnitudes, importance, growth_rate)):
         raise ValueError("magnitudes, importance and growth_rate must be finite.")
-    max_lines = _check_count(max_lines, "max_lines")
+    max_lines = check_positive_int(max_lines, "max_lines")
 
     order = np.argsort(importance)
     shown = order[np.unique(np.linspace(0, len(order) - 1, max_lines).astype(int))]
@@ -460,12 +461,6 @@ def plot_hidden_weight_divergence(
         figure.suptitle(title)
     figure.tight_layout()
     return _save(figure, path)
-
-
-def _check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _field(result, name: str) -> np.ndarray:

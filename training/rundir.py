@@ -7,31 +7,43 @@
       commands.txt         the command lines that ran it (`python -m training`)
       plots/               figures
       tensorboard/         diagnostics scalars and histograms
+      run.lock             held by the process writing the run (its pid, host, start)
       checkpoint/
         epoch-N.*          weights + optimizer state after epoch N (the last two kept)
-        progress.json      completed epochs, metric rows, wall time, the checkpoint
-        bn_states.npz      the BatchNorm state saved at the end of each task
+        epoch-N.progress.json, epoch-N.bn_states.npz
+                           the progress of epoch N, kept with its checkpoint
+        progress.json      the last epoch's: completed epochs, metric rows, wall time,
+        bn_states.npz      the checkpoint, the BatchNorm state saved at each task's end
 
 Every path stored in the directory is relative to it, so a run directory that is moved
 or copied resumes from its own files. Files are replaced atomically: an interruption at
-any moment leaves the last completed epoch readable.
+any moment leaves the last completed epoch readable. A damaged last checkpoint is
+skipped for the one before it, with the progress saved beside it (`resume_point`). One
+process at a time writes a run directory (`lock`).
 
 !!! example
     ```python
     from training.rundir import RunDirectory
 
     directory = RunDirectory("runs/pmnist")
-    progress = directory.load_progress()   # None before the first epoch ends
-    print(progress.completed_epochs, directory.checkpoint_path(progress))
+    with directory.lock():                  # RunDirectoryError if another run holds it
+        progress, damaged = directory.resume_point()  # None before the first epoch
+        print(progress.completed_epochs, directory.checkpoint_path(progress))
     ```
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import shutil
+import socket
+import time
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +61,22 @@ COMMANDS_FILE = "commands.txt"
 CHECKPOINT_DIR = "checkpoint"
 PROGRESS_FILE = "progress.json"
 BN_STATES_FILE = "bn_states.npz"
+LOCK_FILE = "run.lock"
+# What reading damaged progress files raises.
+_DAMAGED = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
 
 
 class RunDirectoryError(ValueError):
-    """The run directory holds another run, or is damaged."""
+    """The run directory holds another run, is in use, or is damaged."""
+
+
+def _describe_holder(text: str) -> str:
+    """`"pid 12 on host since 2024-01-01 10:00:00"` from a lock file's contents."""
+    try:
+        holder = json.loads(text)
+        return f"pid {holder['pid']} on {holder['host']} since {holder['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"  # it has the lock but has not written it yet
 
 
 @dataclass
@@ -92,6 +116,7 @@ class RunDirectory:
         self.plots_dir = self.path / "plots"
         self.tensorboard_dir = self.path / "tensorboard"
         self.checkpoint_dir = self.path / CHECKPOINT_DIR
+        self.lock_path = self.path / LOCK_FILE
         self._progress_path = self.checkpoint_dir / PROGRESS_FILE
         self._bn_path = self.checkpoint_dir / BN_STATES_FILE
 
@@ -105,35 +130,113 @@ class RunDirectory:
 
         # Arguments
             config: the run's configuration.
-            overwrite: delete an existing directory first instead of resuming it.
+            overwrite: delete what an existing directory holds first (but its lock)
+                instead of resuming it.
 
         # Returns
             The `RunDirectory`.
 
         # Raises
             RunDirectoryError: if the directory holds a run of another configuration
-                (the message names the fields that differ).
+                with a completed epoch (`check_config`).
         """
         directory = cls(config.run_dir)
-        if directory.config_path.exists() and not overwrite:
-            previous = RunConfig.saved_identity(directory._read_json(CONFIG_FILE))
-            current = config.identity()
-            if previous != current:
-                changed = sorted(
-                    k for k in previous.keys() | current.keys()
-                    if previous.get(k) != current.get(k)
-                )  # fmt: skip
-                raise RunDirectoryError(
-                    f"{directory.path} holds a run with another configuration (differs "
-                    f"in {changed}); choose another run directory or pass "
-                    f"overwrite=True (--overwrite)."
-                )
-        elif overwrite and directory.path.exists():
-            shutil.rmtree(directory.path)
+        if overwrite:
+            directory._clear()
+        else:
+            directory.check_config(config)
         directory.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         directory.plots_dir.mkdir(exist_ok=True)
-        directory.config_path.write_text(json.dumps(config.to_json(), indent=2))
+        tmp = directory.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config.to_json(), indent=2))
+        os.replace(tmp, directory.config_path)
         return directory
+
+    def check_config(self, config: RunConfig) -> None:
+        """Checks that `config` may resume this directory: it holds no run, a run of the
+        same configuration (`RunConfig.identity`), or one that completed no epoch (a
+        run that failed before training: its configuration is replaced).
+
+        # Raises
+            RunDirectoryError: if the directory holds a completed epoch of a run of
+                another configuration (the message names the fields that differ).
+        """
+        if not self.config_path.exists() or not self._has_progress():
+            return
+        previous = RunConfig.saved_identity(self._read_json(CONFIG_FILE))
+        current = config.identity()
+        if previous != current:
+            changed = sorted(
+                k for k in previous.keys() | current.keys()
+                if previous.get(k) != current.get(k)
+            )  # fmt: skip
+            raise RunDirectoryError(
+                f"{self.path} holds a run with another configuration (differs in "
+                f"{changed}); choose another run directory or pass overwrite=True "
+                f"(--overwrite)."
+            )
+
+    def _has_progress(self) -> bool:
+        return self._progress_path.exists() or any(
+            self.checkpoint_dir.glob(f"epoch-*.{PROGRESS_FILE}")
+        )
+
+    def _clear(self) -> None:
+        """Deletes everything in the directory but its lock file (which a process
+        waiting for the lock may hold open)."""
+        if not self.path.exists():
+            return
+        for entry in self.path.iterdir():
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds the run directory for the block: one writer per run directory.
+
+        An exclusive OS lock (`fcntl.flock`) on `run.lock`, which names the holder (pid,
+        host, start time). The operating system releases it when the process ends,
+        however it ends (`kill -9` included). Creates the directory if needed.
+
+        # Raises
+            RunDirectoryError: if another process holds it (the message names it).
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = _describe_holder(handle.read())
+            handle.close()
+            raise RunDirectoryError(
+                f"{self.path} is in use by {holder}; wait for it to end or choose "
+                f"another run directory."
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                    }
+                )
+                + "\n"
+            )
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     def read_config(self) -> RunConfig:
         """The run's configuration, from `config.json`.
@@ -164,61 +267,37 @@ class RunDirectory:
         if not self._progress_path.exists():
             return None
         try:
-            saved = json.loads(self._progress_path.read_text())
-            states = np.load(self._bn_path) if self._bn_path.exists() else {}
-            count = saved["bn_arrays"]
-            return Progress(
-                completed_epochs=saved["completed_epochs"],
-                rows=saved["rows"],
-                bn_states={
-                    task: [states[f"t{task}_{i}"] for i in range(count)]
-                    for task in saved["bn_tasks"]
-                },
-                # Older run directories stored the path they were written to: only
-                # its name is used, inside this directory.
-                checkpoint=(
-                    f"{CHECKPOINT_DIR}/{Path(saved['checkpoint']).name}"
-                    if saved["checkpoint"]
-                    else None
-                ),
-                wall_time=saved["wall_time"],
-            )
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            return _read_progress(self._progress_path, self._bn_path)
+        except _DAMAGED as error:
             raise RunDirectoryError(
                 f"cannot resume from {self.path}: damaged progress files ({error}); "
                 f"use a new run directory."
             ) from None
 
     def save_progress(self, progress: Progress) -> None:
-        """Writes `progress` (BatchNorm states first, then `progress.json`)."""
-        states = progress.bn_states
-        count = len(next(iter(states.values()))) if states else 0
-        arrays = {f"t{t}_{i}": a for t, s in states.items() for i, a in enumerate(s)}
-        tmp = self._bn_path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, self._bn_path)
-        saved = {
-            "completed_epochs": progress.completed_epochs,
-            "rows": progress.rows,
-            "checkpoint": progress.checkpoint,
-            "wall_time": progress.wall_time,
-            "bn_tasks": sorted(states),
-            "bn_arrays": count,
-        }
-        tmp = self._progress_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(saved))
-        os.replace(tmp, self._progress_path)
+        """Writes `progress` as the last epoch's (BatchNorm states first, then
+        `progress.json`)."""
+        _write_progress(progress, self._progress_path, self._bn_path)
 
     def save_epoch(self, checkpoint: tf.train.Checkpoint, progress: Progress) -> None:
         """Records a completed epoch: writes `checkpoint` as
-        `checkpoint/epoch-<progress.completed_epochs>`, then `progress` pointing at it,
-        removes older checkpoints but the one before, and rewrites `metrics.csv`."""
+        `checkpoint/epoch-<progress.completed_epochs>`, then `progress` pointing at it
+        (beside the checkpoint, then as the last epoch's), removes older checkpoints but
+        the one before, and rewrites `metrics.csv`."""
         name = f"epoch-{progress.completed_epochs}"
         checkpoint.write(str(self.checkpoint_dir / name))
         progress.checkpoint = f"{CHECKPOINT_DIR}/{name}"
+        _write_progress(progress, *self._epoch_progress_paths(name))
         self.save_progress(progress)
         self._remove_old_checkpoints(keep=progress.completed_epochs)
         self.write_metrics(progress.rows)
+
+    def _epoch_progress_paths(self, name: str) -> tuple[Path, Path]:
+        """The progress files kept beside checkpoint `name` (`epoch-N`)."""
+        return (
+            self.checkpoint_dir / f"{name}.{PROGRESS_FILE}",
+            self.checkpoint_dir / f"{name}.{BN_STATES_FILE}",
+        )
 
     def checkpoint_path(self, progress: Progress) -> str:
         """The path of `progress`'s checkpoint, as `tf.train.Checkpoint.read` takes it.
@@ -230,25 +309,105 @@ class RunDirectory:
             raise ValueError(f"{self.path} holds no completed epoch to load.")
         return str(self.path / progress.checkpoint)
 
+    def checkpoint_problem(self, progress: Progress) -> str | None:
+        """What is wrong with `progress`'s checkpoint, or `None` if every tensor of it
+        reads back (TensorFlow checks each tensor's checksum): a missing file, a
+        truncated or garbled index or data file."""
+        try:
+            reader = tf.train.load_checkpoint(self.checkpoint_path(progress))
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)
+        except (tf.errors.OpError, ValueError, IndexError, OSError) as error:
+            message = getattr(error, "message", None) or str(error)
+            return (message.strip().splitlines() or [type(error).__name__])[0]
+        return None
+
+    def saved_epochs(self) -> Iterator[tuple[Progress | None, str]]:
+        """The saved epochs, newest first: the last one (`progress.json`), then each
+        older checkpoint with the progress kept beside it.
+
+        # Returns
+            `(progress, name)` pairs; `progress` is `None` where its progress files are
+            damaged.
+        """
+        latest = None
+        if self._progress_path.exists():
+            try:
+                latest = _read_progress(self._progress_path, self._bn_path)
+                yield latest, latest.checkpoint or PROGRESS_FILE
+            except _DAMAGED:
+                yield None, f"{CHECKPOINT_DIR}/{PROGRESS_FILE}"
+        epochs = sorted(
+            {_epoch_of(path) for path in self.checkpoint_dir.glob("epoch-*")} - {None},
+            reverse=True,
+        )
+        for epoch in epochs:
+            if latest is not None and epoch >= latest.completed_epochs:
+                continue
+            name = f"epoch-{epoch}"
+            progress_path, bn_path = self._epoch_progress_paths(name)
+            if not progress_path.exists():
+                continue  # a run directory from before progress was kept per epoch
+            try:
+                yield _read_progress(progress_path, bn_path), f"{CHECKPOINT_DIR}/{name}"
+            except _DAMAGED:
+                yield None, f"{CHECKPOINT_DIR}/{name}"
+
+    def resume_point(self) -> tuple[Progress | None, list[str]]:
+        """The newest saved epoch whose checkpoint and progress are intact.
+
+        # Returns
+            `(progress, damaged)`: the progress to resume from (`None` if no epoch has
+            ended), and a description of each newer epoch skipped because its files
+            are damaged (e.g. `"checkpoint/epoch-4 (file is too short to be an
+            sstable)"`).
+
+        # Raises
+            RunDirectoryError: if epochs were saved but none of them is intact.
+        """
+        damaged = []
+        for progress, name in self.saved_epochs():
+            problem = (
+                "damaged progress files"
+                if progress is None
+                else self.checkpoint_problem(progress)
+            )
+            if problem is None:
+                return progress, damaged
+            damaged.append(f"{name} ({problem})")
+        if damaged:
+            raise RunDirectoryError(
+                f"cannot resume from {self.path}: no intact checkpoint: "
+                f"{'; '.join(damaged)}; use a new run directory or pass overwrite=True "
+                f"(--overwrite)."
+            )
+        return None, damaged
+
     def last_checkpoint(self) -> tuple[str, Progress]:
         """The checkpoint of the last completed epoch, and the progress.
 
         # Raises
             ValueError: if no epoch has been completed (`RunDirectoryError` if the
-                progress files are damaged).
+                progress files or the checkpoint are damaged).
         """
         progress = self.load_progress()
         if progress is None or not progress.checkpoint:
             raise ValueError(f"{self.path} holds no completed epoch to load.")
+        problem = self.checkpoint_problem(progress)
+        if problem is not None:
+            raise RunDirectoryError(
+                f"the last checkpoint of {self.path}, {progress.checkpoint}, is "
+                f"damaged ({problem}); resume the run (run its command again) to "
+                f"recompute it."
+            )
         return self.checkpoint_path(progress), progress
 
     def _remove_old_checkpoints(self, keep: int) -> None:
-        """Removes the checkpoints of epochs before `keep - 1`."""
-        for index in self.checkpoint_dir.glob("epoch-*.index"):
-            epoch = int(index.name.split(".")[0].split("-")[1])
-            if epoch < keep - 1:
-                for path in self.checkpoint_dir.glob(f"epoch-{epoch}.*"):
-                    path.unlink(missing_ok=True)
+        """Removes the checkpoints (and their progress) of epochs before `keep - 1`."""
+        for path in self.checkpoint_dir.glob("epoch-*"):
+            epoch = _epoch_of(path)
+            if epoch is not None and epoch < keep - 1:
+                path.unlink(missing_ok=True)
 
     # Results.
 
@@ -296,3 +455,57 @@ class RunDirectory:
             line for line in self.commands_path.read_text().splitlines() if line.strip()
         ]
         return lines[-1] if lines else None
+
+
+def _epoch_of(path: Path) -> int | None:
+    """N for the files of checkpoint `epoch-N` (`epoch-N.index`, ...), else `None`."""
+    stem = path.name.split(".")[0]
+    number = stem.removeprefix("epoch-")
+    return int(number) if stem.startswith("epoch-") and number.isdigit() else None
+
+
+def _read_progress(progress_path: Path, bn_path: Path) -> Progress:
+    """The progress those files hold (raises one of `_DAMAGED` if they are damaged)."""
+    saved = json.loads(progress_path.read_text())
+    count = saved["bn_arrays"]
+    bn_states = {}
+    if saved["bn_tasks"]:
+        with np.load(bn_path) as states:
+            bn_states = {
+                task: [states[f"t{task}_{i}"] for i in range(count)]
+                for task in saved["bn_tasks"]
+            }
+    return Progress(
+        completed_epochs=saved["completed_epochs"],
+        rows=saved["rows"],
+        bn_states=bn_states,
+        # Older run directories stored the path they were written to: only its name
+        # is used, inside this directory.
+        checkpoint=(
+            f"{CHECKPOINT_DIR}/{Path(saved['checkpoint']).name}"
+            if saved["checkpoint"]
+            else None
+        ),
+        wall_time=saved["wall_time"],
+    )
+
+
+def _write_progress(progress: Progress, progress_path: Path, bn_path: Path) -> None:
+    """Writes `progress`: its BatchNorm states, then its JSON, each atomically."""
+    states = progress.bn_states
+    count = len(next(iter(states.values()))) if states else 0
+    arrays = {f"t{t}_{i}": a for t, s in states.items() for i, a in enumerate(s)}
+    tmp = bn_path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, bn_path)
+    saved = {
+        "completed_epochs": progress.completed_epochs,
+        "rows": progress.rows,
+        "checkpoint": progress.checkpoint,
+        "wall_time": progress.wall_time,
+        "bn_tasks": sorted(states),
+        "bn_arrays": count,
+    }
+    tmp = progress_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(saved))
+    os.replace(tmp, progress_path)

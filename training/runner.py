@@ -10,6 +10,11 @@ completed epoch and ends with the same weights and metrics as an uninterrupted r
 With `baseline="ewc" | "ewc_random" | "si"` the model is trained with that
 continual-learning baseline (`training.baselines`), consolidated at the end of each task.
 With `batch_norm="task"` each task keeps its own BatchNorm state (`training.batchnorm`).
+One process at a time writes a run directory; a damaged last checkpoint is recomputed
+from the one before. A NaN or infinite loss or weight stops the run before anything of
+its epoch is saved (`NonFiniteError`); a run that diverges otherwise (a loss grown a
+hundredfold, a task learned to chance accuracy) gets a `RunWarning` and a line in the
+summary's `warnings`.
 
 !!! example
     ```python
@@ -26,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +48,14 @@ from training.batchnorm import (
 from training.callbacks import MetaplasticityDiagnostics
 from training.config import RunConfig
 from training.data import ImageDataset, load_dataset
+from training.divergence import (
+    NonFiniteError,
+    StopOnNonFinite,
+    divergence_warnings,
+    epoch_name,
+    likely_cause,
+    non_finite_variables,
+)
 from training.optimizers import (
     MetaplasticAdam,
     is_binary_variable,
@@ -60,9 +74,11 @@ from zoo import registry
 from zoo.weights import load_weights
 
 __all__ = [
+    "NonFiniteError",
     "RestoredRun",
     "RunConfig",
     "RunDirectoryError",
+    "RunWarning",
     "build_model",
     "build_tasks",
     "make_optimizer",
@@ -70,11 +86,17 @@ __all__ = [
     "run",
 ]
 
-# The seed of epoch e of a run is `seed * _EPOCH_SEED + e`: it depends only on the
-# epoch, so that a resumed run repeats the same draws.
+# The seed of epoch e of a run is `seed * _EPOCH_SEED + e` (modulo 2**32: NumPy's seeds
+# are 32 bits): it depends only on the epoch, so that a resumed run repeats the same
+# draws.
 _EPOCH_SEED = 100_003
 # Seed offset of the data each baseline consolidates on (EWC's Fisher samples).
 _CONSOLIDATION_SEED = 50_021
+
+
+class RunWarning(UserWarning):
+    """Something the person running a run should know: it diverges, or a damaged
+    checkpoint was skipped."""
 
 
 def _hold_out_validation(
@@ -150,7 +172,7 @@ def build_model(
     """The run's zoo model with its initial weights (seeded by `config.seed`).
 
     # Arguments
-        config: the run's configuration (`model`, `hidden_units`, `seed`).
+        config: the run's configuration (`model`, `hidden_units`, `precision`, `seed`).
         input_shape: shape of one image.
         num_classes: number of output logits.
         synchronized_bn: BatchNorm statistics over the global batch of a
@@ -163,6 +185,8 @@ def build_model(
     tf.keras.utils.set_random_seed(config.seed)
     spec = registry.get_model(config.model)
     kwargs = {"hidden_units": config.hidden_units} if spec.takes("hidden_units") else {}
+    if spec.takes("precision"):
+        kwargs["precision"] = config.precision
     model = spec.factory(input_shape=input_shape, num_classes=num_classes, **kwargs)
     if not synchronized_bn:
         return model
@@ -188,6 +212,37 @@ def make_optimizer(config: RunConfig) -> MetaplasticAdam:
         meta=config.meta,
         metaplastic_variables="binary" if binary else "kernels",
     )
+
+
+def _check_batch_size(config: RunConfig, tasks: list[Task]) -> None:
+    """Refuses a batch larger than a task's training set (one short step per epoch)."""
+    smallest = min(tasks, key=lambda t: t.num_train)
+    if config.batch_size > smallest.num_train:
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the "
+            f"{smallest.num_train} training images of task {smallest.name}."
+        )
+
+
+def _check_meta_layers(config: RunConfig, model: tf.keras.Model) -> None:
+    """Refuses a per-layer `meta` mapping naming layers without metaplastic kernels."""
+    if not isinstance(config.meta, dict):
+        return
+    optimizer = make_optimizer(config)
+    layers = sorted(
+        {
+            layer_name(v).rpartition("/")[2]
+            for v in model.trainable_variables
+            if optimizer.is_metaplastic(v)
+        }
+    )
+    unknown = sorted(set(config.meta) - set(layers))
+    if unknown:
+        kind = "binary" if registry.get_model(config.model).binary else "kernel"
+        raise ValueError(
+            f"meta names no {kind} layer of {config.model}: {unknown}; its {kind} "
+            f"layers are {layers}."
+        )
 
 
 def _read_model_weights(
@@ -300,6 +355,23 @@ def _hidden_weights(model: tf.keras.Model) -> dict[str, np.ndarray]:
     }
 
 
+def _number(value: float) -> str:
+    """A metric as Keras' progress bar shows it (4 decimals, or 4 digits)."""
+    return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.4g}"
+
+
+class _TaskProgressBar(tf.keras.callbacks.ProgbarLogger):
+    """Keras' progress bar without its `Epoch x/y` header: the runner fits one epoch at
+    a time with the run's epoch numbers, so x/y would count the whole run's epochs."""
+
+    def __init__(self):
+        super().__init__(count_mode="steps")
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = 1  # no header
+
+
 def _task_matrix(
     rows: list[dict], eval_tasks: list[Task], num_tasks: int
 ) -> np.ndarray:
@@ -321,7 +393,8 @@ class _Run:
 
     Building it follows a fixed order (tasks, seeded model, initial weights, baseline,
     optimizer, checkpoint) so that a resumed run draws the same random numbers as an
-    uninterrupted one.
+    uninterrupted one. It writes nothing: the run directory is only written once the
+    data are loaded, the model is built and the configuration fits them (`train`).
     """
 
     def __init__(
@@ -330,14 +403,17 @@ class _Run:
         directory: RunDirectory,
         strategy: tf.distribute.Strategy | None,
         verbose: int,
+        resume: bool = True,
     ):
         self.config = config
         self.directory = directory
         self.verbose = verbose
-        self.progress = directory.load_progress() or Progress()
+        self.progress = (self._resume_point() if resume else None) or Progress()
         self.tasks, self.eval_tasks = build_tasks(config)
+        _check_batch_size(config, self.tasks)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model = self._build_model(synchronized_bn=strategy is not None)
+        _check_meta_layers(config, self.model)
         self.batch_norm = TaskBatchNorm(self.model, self.progress.bn_states)
         self.test_data = {t.name: t.test_data(batch_size=1000) for t in self.eval_tasks}
         self.diagnostics = MetaplasticityDiagnostics(
@@ -349,6 +425,20 @@ class _Run:
         self.optimizer = self._compile()
         if self.progress.checkpoint:
             self._restore_checkpoint()
+        self.progbar = _TaskProgressBar() if verbose == 1 else None
+
+    def _resume_point(self) -> Progress | None:
+        """The last intact saved epoch; warns about newer ones that are damaged."""
+        progress, damaged = self.directory.resume_point()
+        if damaged:
+            warnings.warn(
+                f"{self.directory.path}: damaged {'; '.join(damaged)}; resuming after "
+                f"epoch {progress.completed_epochs} instead, recomputing the epochs "
+                f"after it.",
+                RunWarning,
+                stacklevel=2,
+            )
+        return progress
 
     def _build_model(self, synchronized_bn: bool) -> tf.keras.Model:
         config = self.config
@@ -430,42 +520,101 @@ class _Run:
         return self._summarize()
 
     def _train_epoch(self, task_index: int, task: Task, task_epoch: int) -> None:
-        """Trains one epoch, evaluates, and saves the epoch in the run directory."""
+        """Trains one epoch, evaluates, checks that every value is finite, and saves the
+        epoch in the run directory.
+
+        # Raises
+            NonFiniteError: at a NaN or infinite loss or weight, before anything of the
+                epoch is saved.
+        """
         config = self.config
         global_epoch = task_index * config.epochs + task_epoch
         last_epoch = task_epoch == config.epochs - 1
         if task_epoch == 0 and task_index > 0 and config.optimizer_per_task:
             self.optimizer = self._compile()
-        seed = config.seed * _EPOCH_SEED + global_epoch
+        seed = (config.seed * _EPOCH_SEED + global_epoch) % 2**32
         tf.keras.utils.set_random_seed(seed)
         train = task.train_data(
             batch_size=config.batch_size, seed=seed, augment=config.augment
         )
-        history = self.model.fit(
-            train,
-            initial_epoch=global_epoch,
-            epochs=global_epoch + 1,
-            callbacks=self.callbacks,
-            verbose=self.verbose,
-        )
-        if last_epoch:
-            self._end_task(task_index, task)
-        diagnosed = self.diagnostics.history[-1] if self.callbacks else {}
-        row = {
-            "epoch": global_epoch + 1,
-            "task_index": task_index,
-            "task": task.name,
-            "task_epoch": task_epoch + 1,
-            **{k: float(v[-1]) for k, v in history.history.items()},
-            **{k: v for k, v in diagnosed.items() if k != "epoch"},
-        }
-        if config.evaluate == "epoch" or last_epoch:
-            row.update(self._evaluate(task_index))
+        where = self._where(task_index, task_epoch)
+        if self.verbose == 1:  # Keras' own header would count the run's epochs
+            print(where[0].upper() + where[1:], flush=True)
+        started = time.perf_counter()
+        try:
+            history = self.model.fit(
+                train,
+                initial_epoch=global_epoch,
+                epochs=global_epoch + 1,
+                callbacks=[StopOnNonFinite(), *self.callbacks]
+                + ([self.progbar] if self.progbar else []),
+                verbose=1 if self.verbose == 1 else 0,
+            )
+            if last_epoch:
+                self._end_task(task_index, task)
+            diagnosed = self.diagnostics.history[-1] if self.callbacks else {}
+            row = {
+                "epoch": global_epoch + 1,
+                "task_index": task_index,
+                "task": task.name,
+                "task_epoch": task_epoch + 1,
+                **{k: float(v[-1]) for k, v in history.history.items()},
+                **{k: v for k, v in diagnosed.items() if k != "epoch"},
+            }
+            if config.evaluate == "epoch" or last_epoch:
+                row.update(self._evaluate(task_index))
+            self._check_finite(row)
+        except NonFiniteError as error:
+            raise NonFiniteError(
+                f"{where}: {error}; {likely_cause(self.config)} Nothing of this epoch "
+                f"was saved ({self.directory.path} holds "
+                f"{self.progress.completed_epochs} completed epochs) and resuming "
+                f"fails the same way: change the configuration in a new run directory "
+                f"or pass overwrite=True (--overwrite)."
+            ) from None
+        if self.verbose == 2:
+            logs = history.history.items()
+            print(
+                f"{where[0].upper() + where[1:]}: "
+                + " - ".join(f"{k} {_number(v[-1])}" for k, v in logs)
+                + f" - {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
         self.progress.rows.append(row)
         self.progress.completed_epochs = global_epoch + 1
         self.progress.wall_time = time.perf_counter() - self.started
         checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.directory.save_epoch(checkpoint, self.progress)
+        self._warn_divergence()
+
+    def _where(self, task_index: int, task_epoch: int) -> str:
+        return epoch_name(
+            task_index, self.tasks[task_index].name, len(self.tasks), task_epoch,
+            self.config.epochs,
+        )  # fmt: skip
+
+    def _check_finite(self, row: dict) -> None:
+        """Raises `NonFiniteError` if the epoch's loss or accuracies, or any variable
+        of the model or the optimizer, is NaN or infinite."""
+        values = {k: v for k, v in row.items() if k == "loss" or k.startswith("acc/")}
+        bad = [k for k, v in values.items() if not np.isfinite(v)]
+        if bad:
+            raise NonFiniteError(f"non-finite {bad[0]} {row[bad[0]]}")
+        bad = non_finite_variables([*self.model.weights, *self.optimizer.variables()])
+        if bad:
+            raise NonFiniteError(f"non-finite weights in {bad[:3]}")
+
+    def _divergence(self, rows: list[dict]) -> list[str]:
+        return divergence_warnings(
+            rows, config=self.config, tasks=self.tasks, eval_tasks=self.eval_tasks
+        )
+
+    def _warn_divergence(self) -> None:
+        """Warns (`RunWarning`) about the divergence the last epoch revealed."""
+        found = self._divergence(self.progress.rows)
+        previous = self._divergence(self.progress.rows[:-1])
+        for message in found[len(previous) :]:
+            warnings.warn(message, RunWarning, stacklevel=2)
 
     def _end_task(self, task_index: int, task: Task) -> None:
         """Saves the task's BatchNorm state and consolidates its baseline, if any."""
@@ -547,6 +696,7 @@ class _Run:
         )
         matrix = _task_matrix(progress.rows, self.eval_tasks, len(self.tasks))
         summary = {
+            "warnings": self._divergence(progress.rows),
             "final_accuracy": {n: float(a) for n, a in zip(names, matrix[-1])},
             "mean_accuracy": float(np.mean(matrix[-1])),  # over every evaluated task
             "accuracy_matrix": matrix.tolist(),
@@ -590,11 +740,16 @@ def run(
             whole run are complete; resuming continues from there.
 
     # Returns
-        The summary (also written to `summary.json`).
+        The summary (also written to `summary.json`); its `warnings` list says why the
+        run diverges, if it does (each also issued as a `RunWarning`).
 
     # Raises
-        ValueError: for an invalid configuration, data errors (`DataError`), or a run
-            directory holding another run (`RunDirectoryError`).
+        ValueError: for an invalid configuration (a batch larger than a task, a `meta`
+            mapping naming no binary layer), data errors (`DataError`), or a run
+            directory holding another run, in use by another process, or without an
+            intact checkpoint (`RunDirectoryError`).
+        NonFiniteError: (a `ValueError`) at a NaN or infinite loss or weight; nothing
+            of that epoch is saved.
     """
     if strategy is not None and config.jit_compile:
         raise ValueError(
@@ -606,5 +761,11 @@ def run(
             f"baseline {config.baseline!r} does not run under tf.distribute "
             f"strategies; drop the baseline or the strategy."
         )
-    directory = RunDirectory.prepare(config, overwrite=overwrite)
-    return _Run(config, directory, strategy, verbose).train(stop_after_epochs)
+    directory = RunDirectory(config.run_dir)
+    with directory.lock():
+        if not overwrite:
+            directory.check_config(config)
+        session = _Run(config, directory, strategy, verbose, resume=not overwrite)
+        # Only now that the data loaded and the model fits the configuration.
+        RunDirectory.prepare(config, overwrite=overwrite)
+        return session.train(stop_after_epochs)

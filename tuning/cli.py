@@ -14,6 +14,7 @@ import os
 import sys
 
 import zoo  # noqa: F401  (the zoo's models join the registry on import)
+from training.cli import quiet_logs, run_warnings
 from training.config import DEFAULT_DATASETS, PROTOCOLS, RunConfig
 from tuning.hypermodel import MetaplasticHyperModel
 from tuning.search import (
@@ -27,6 +28,7 @@ from tuning.search import (
 )
 from zoo import registry
 from zoo.datasets import canonical_name, load_dataset
+from zoo.precision import DEFAULT_PRECISION, PRECISIONS
 
 __all__ = ["main", "set_distributed_environment"]
 
@@ -58,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="num_tasks",
         type=int,
         default=3,
-        help="permuted tasks or stream subsets (default 3)",
+        help="permuted tasks or stream subsets (--subsets: the same; default 3)",
     )
     p.add_argument("--tuner", choices=TUNERS, default="bayesian")
     p.add_argument(
@@ -120,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction of training data that scores trials (default 0.1)",
     )
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help="bf16: binary layers compute in bfloat16 (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="dataset directory")
     p.add_argument(
@@ -190,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs,
             seed=args.seed,
             data_dir=args.data_dir,
+            precision=args.precision,
         )
         if not 0 < args.validation_split < 1:
             raise ValueError("--validation-split must be in (0, 1)")
@@ -212,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate_range=tuple(args.lr_range),
             hidden_units_choices=args.hidden_units_choices,
             hidden_units=tuple(args.hidden_units),
+            precision=args.precision,
         )
         name = "-".join(canonical_name(d) for d in datasets)
         tuner = make_tuner(
@@ -227,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
         )
-        tuner.search(verbose=0 if args.quiet else 1)
+        with quiet_logs(), run_warnings():
+            tuner.search(verbose=0 if args.quiet else 1)
         if distributed_role() == "worker":
             print(f"Worker {os.environ[TUNER_ID_ENV]} done.")
             return 0

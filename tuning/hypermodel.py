@@ -31,6 +31,7 @@ import zoo  # noqa: F401  (the zoo's models join the registry on import)
 from training.optimizers import is_binary_variable, layer_name
 from training.runner import RunConfig, build_model, make_optimizer
 from zoo import registry
+from zoo.precision import DEFAULT_PRECISION, check_precision
 from zoo.validation import check_choice, check_positive_int, check_units
 
 __all__ = ["MetaplasticHyperModel", "binary_layer_names"]
@@ -100,6 +101,8 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
             keeps `hidden_units`.
         hidden_units: the fixed widths of such a model (their count is kept when
             widths are tuned).
+        precision: the compute precision of the model, `"float32"` or `"bf16"`
+            (`zoo.precision`), not tuned.
         name: the hypermodel's name.
 
     # Raises
@@ -120,6 +123,7 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         learning_rate_default: float | None = None,
         hidden_units_choices: Sequence[int] | None = None,
         hidden_units: Sequence[int] = (512, 512),
+        precision: str = DEFAULT_PRECISION,
         name: str | None = None,
     ):
         super().__init__(name=name, tunable=True)
@@ -138,6 +142,7 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         )
         self.per_layer_meta = bool(per_layer_meta)
         self.hidden_units = check_units(hidden_units, "hidden_units")
+        self.precision = check_precision(precision)
         takes_widths = registry.get_model(model).takes("hidden_units")
         if hidden_units_choices is not None:
             hidden_units_choices = check_units(
@@ -234,7 +239,7 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         )
 
     def _overrides(self, values: dict) -> dict:
-        overrides = {"model": self.model, **values}
+        overrides = {"model": self.model, "precision": self.precision, **values}
         if isinstance(overrides["meta"], dict):
             overrides["meta"] = dict(overrides["meta"])
         return overrides

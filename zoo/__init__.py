@@ -20,7 +20,7 @@ zoo.model_names()  # every registered factory: ("mlp_float", "mlp_meta", ...)
 ```
 
 Modules, lower first (each imports only modules before it in this list; none imports
-`training`): `validation`, `registry`, `datasets`, `layers`, `saved_model`,
+`training`): `validation`, `registry`, `datasets`, `precision`, `layers`, `saved_model`,
 `model_directory`, `pretrained`, `weights`, `mlp` and `vgg` (the factories, which
 register themselves), `export` (Larq Compute Engine), `publishing` (package and archive
 pretrained models), `cli`.

@@ -4,7 +4,9 @@ A thin layer over `zoo.export`: `convert` loads the model (`zoo.export.load_mode
 SavedModel directory, a zoo factory name with random weights, or a pretrained name),
 converts it for Larq Compute Engine, checks that every hidden binary layer became
 `LceBconv2d`, writes the flatbuffer and, given a dataset, compares LCE's predictions
-on its test split with Keras'.
+with Keras' on a seeded, class-stratified sample of its test split
+(`zoo.datasets.stratified_sample`; the first N images of a split may all be one class).
+Bad input gives a one-line error on stderr and exit code 2.
 
 ```bash
 python -m zoo convert runs/pmnist/model --output pmnist.tflite --dataset mnist --samples 2000
@@ -20,16 +22,23 @@ import sys
 from typing import Optional
 
 from zoo import export, registry
-from zoo.datasets import load_dataset
-from zoo.validation import check_positive_int
+from zoo.datasets import load_dataset, sample_description
+from zoo.validation import check_nonnegative_int, check_positive_int
 
 # Test images compared between LCE and Keras by default (LCE's Python interpreter runs
 # one image at a time; on x86, 0.1 s per 1,000 MLP images, 15 s per 1,000 VGG-16 ones).
 DEFAULT_SAMPLES = 1000
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: `error: ...`, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m zoo",
         description="Deploy zoo models with Larq Compute Engine.",
     )
@@ -53,8 +62,10 @@ def _parser() -> argparse.ArgumentParser:
         "--samples",
         type=int,
         default=None,
-        help=f"test images to verify on (default {DEFAULT_SAMPLES})",
+        help=f"test images to verify on, a class-stratified sample (default "
+        f"{DEFAULT_SAMPLES})",
     )
+    p.add_argument("--seed", type=int, help="seed of that sample (default 0)")
     p.add_argument(
         "--target", choices=export.TARGETS, default="arm", help="LCE target (arm)"
     )
@@ -71,6 +82,7 @@ def convert(
     dataset: Optional[str] = None,
     data_dir: Optional[str | os.PathLike] = None,
     samples: Optional[int] = None,
+    seed: Optional[int] = None,
     target: str = "arm",
     batch_size: int = 256,
 ) -> dict:
@@ -84,14 +96,17 @@ def convert(
         dataset: dataset name or path for `zoo.datasets.load_dataset`; `None` skips
             verification.
         data_dir: directory holding the dataset.
-        samples: number of test images to verify on (default `DEFAULT_SAMPLES`).
+        samples: number of test images to verify on (default `DEFAULT_SAMPLES`): a
+            class-stratified sample of the test split (every image if it has fewer).
+        seed: the seed of that sample (default 0).
         target: LCE target, `"arm"` or `"xcore"`.
         batch_size: batch size of the Keras predictions.
 
     # Returns
         A dict: `model` (where it came from), `output`, `target`, `report`
         (`zoo.export.lce_op_report` with the model) and `verification`
-        (`zoo.export.verify_lce` plus `dataset`, or `None`).
+        (`zoo.export.verify_lce` plus `dataset` and `images`, the words saying
+        which images were compared; or `None`).
 
     # Raises
         ValueError: for bad input (unknown model, missing data, mismatching shapes).
@@ -101,6 +116,9 @@ def convert(
     samples = check_positive_int(
         DEFAULT_SAMPLES if samples is None else samples, "--samples"
     )
+    if seed is not None and dataset is None:
+        raise ValueError("--seed needs --dataset: the images to sample")
+    seed = check_nonnegative_int(0 if seed is None else seed, "--seed")
     batch_size = check_positive_int(batch_size, "--batch-size")
 
     data = None
@@ -123,15 +141,23 @@ def convert(
         "verification": None,
     }
     if data is not None:
-        n = min(samples, len(data.x_test))
         verification = export.verify_lce(
             flatbuffer,
             keras_model,
-            data.x_test[:n],
-            data.y_test[:n],
+            data.x_test,
+            data.y_test,
+            samples=samples,
+            seed=seed,
             batch_size=batch_size,
         )
-        result["verification"] = {"dataset": data.name, **verification}
+        images = sample_description(
+            verification["samples"],
+            verification["total"],
+            seed=verification["seed"],
+            what=f"{data.name} test images",
+        )
+        result["verification"] = {"dataset": data.name, "images": images}
+        result["verification"].update(verification)
     return result
 
 
@@ -172,7 +198,7 @@ def format_report(result: dict) -> str:
     check = result["verification"]
     if check is not None:
         lines.append(
-            f"verification on {check['dataset']} test split, {check['samples']} images: "
+            f"verification on {check['images']}: "
             f"argmax agreement {100 * check['argmax_agreement']:.2f} %, "
             f"Keras accuracy {100 * check['keras_accuracy']:.2f} %, "
             f"LCE accuracy {100 * check['lce_accuracy']:.2f} %, "
@@ -182,7 +208,12 @@ def format_report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Runs `python -m zoo` with `argv` (default `sys.argv[1:]`); returns the exit code:
+    0, or 2 after a one-line error on stderr."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit:  # --help (0) or a usage error (2), already printed
+        return exit.code
     try:
         result = convert(
             args.model,
@@ -190,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset=args.dataset,
             data_dir=args.data_dir,
             samples=args.samples,
+            seed=args.seed,
             target=args.target,
             batch_size=args.batch_size,
         )

@@ -14,8 +14,12 @@ from zoo.export import convert_to_lce, lce_op_report, verify_lce
 model = zoo.mlp_meta()
 flatbuffer = convert_to_lce(model, path="mlp_meta.tflite")  # raises if a layer stayed float
 print(lce_op_report(flatbuffer, model)["ops"])  # {'RESHAPE': 3, 'LceBconv2d': 2, ...}
-print(verify_lce(flatbuffer, model, x_test[:1000], y_test[:1000]))
+print(verify_lce(flatbuffer, model, x_test, y_test, samples=1000, seed=0))
 ```
+
+`verify_lce(..., samples=N)` compares on a seeded, class-stratified sample of N images
+(`zoo.datasets.stratified_sample`), never on the first N: a test split may be sorted
+by class (CIFAR-10's first 1,000 test images are airplanes).
 
 The flatbuffer holds only the signs of the latent weights: further (metaplastic) training
 starts from the Keras model (SavedModel) the flatbuffer was converted from, never from
@@ -35,7 +39,11 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import layers, pretrained, registry
+from zoo.datasets import stratified_sample
+from zoo.model_directory import CARD, SAVED_MODEL, verify_pretrained
+from zoo.precision import as_float32, model_precision
 from zoo.saved_model import load_saved_model, quiet_tensorflow
+from zoo.validation import check_positive_int
 
 ModelSource = Union[tf.keras.Model, str, os.PathLike]
 
@@ -173,7 +181,9 @@ def to_lce_compatible(model: tf.keras.Model) -> tf.keras.Model:
     form, so that LCE fuses batch norm + sign into bit-packed outputs between them; a
     `Reshape` (`<layer>_flat`) flattens back where a 2-D tensor is needed and at the end.
     Every other layer, the real-input first layer included, is copied unchanged (with
-    its weights). In inference mode the outputs equal the original model's.
+    its weights). A bf16 model (`zoo.precision`) is first made float32 (`as_float32`),
+    as LCE converts float32 models only. In inference mode the outputs equal the
+    original model's (a bf16 model's up to its bfloat16 rounding).
 
     # Arguments
         model: a model whose layers form a chain (as every zoo model does).
@@ -186,6 +196,9 @@ def to_lce_compatible(model: tf.keras.Model) -> tf.keras.Model:
         ValueError: if `model` is not a single-input, single-output chain of layers.
     """
     chain = _chain(model)
+    if model_precision(model) != "float32":  # LCE converts float32 models only
+        model = as_float32(model)
+        chain = _chain(model)
     source = model.inputs[0]
     first = model.layers[0]
     inputs = tf.keras.Input(
@@ -238,6 +251,7 @@ def float_twin(model: tf.keras.Model) -> tf.keras.Model:
     """
     if not isinstance(model, tf.keras.Model):
         raise ValueError(f"expected a tf.keras.Model, got {type(model).__name__}")
+    model = as_float32(model)  # the TFLite converter refuses mixed precision
 
     def clone(layer):
         config = layer.get_config()
@@ -275,7 +289,8 @@ def load_model(
 ) -> tuple:
     """Returns the model a name refers to: a saved model, a zoo factory or a pretrained name.
 
-    Looked up in order: an existing path (see `zoo.saved_model.load_saved_model`); a
+    Looked up in order: an existing path (see `zoo.saved_model.load_saved_model`; a
+    pretrained model directory, with `model_card.json`, is verified first); a
     binary zoo factory name (`zoo.registry.model_names(binary=True)`: `mlp_meta`,
     `vgg16_meta`, `vgg_small_meta`), built with random weights, for trying out; a
     registered pretrained model name (`zoo.pretrained.load_pretrained`).
@@ -294,9 +309,21 @@ def load_model(
     """
     text = os.fspath(name)
     path = Path(text).expanduser()
+    factories = registry.model_names(binary=True)
+    if path.is_dir() and (path / CARD).is_file():
+        verify_pretrained(path)
+        model = load_saved_model(path / SAVED_MODEL)
+        return model, f"pretrained model directory {path}"
+    if path.is_dir() and not any(
+        (path / file).is_file() for file in ("saved_model.pb", "saved_model.pbtxt")
+    ):
+        raise ValueError(
+            f"{path} is not a SavedModel directory (no saved_model.pb); pass a "
+            f"directory written by model.save, a zoo factory name "
+            f"({', '.join(factories)}) or a pretrained model name"
+        )
     if path.exists():
         return load_saved_model(path), f"saved model {path}"
-    factories = registry.model_names(binary=True)
     if _looks_like_path(text):
         raise ValueError(
             f"{text} does not exist; pass a SavedModel directory, a zoo factory name "
@@ -693,6 +720,8 @@ def verify_lce(
     x: np.ndarray,
     y: Optional[np.ndarray] = None,
     *,
+    samples: Optional[int] = None,
+    seed: int = 0,
     batch_size: int = 256,
 ) -> dict:
     """Compares an LCE flatbuffer's predictions with the Keras model's, on real images.
@@ -702,15 +731,22 @@ def verify_lce(
         model: the Keras model, run in inference mode.
         x: images, shape `(N, ...)` matching the model's input.
         y: integer labels, shape `(N,)`, or `None` (no accuracies).
+        samples: compare on this many images, a class-stratified sample of `x` drawn
+            with `seed` (`zoo.datasets.stratified_sample`; needs `y`); `None` or
+            `samples >= N`: on every image.
+        seed: the seed of that sample.
         batch_size: batch size of the Keras predictions (LCE runs one image at a time).
 
     # Returns
-        A dict: `samples`; `argmax_agreement` (fraction of images on which both predict
-        the same class); `keras_accuracy` and `lce_accuracy` (`None` without `y`);
-        `max_abs_logit_diff` (largest |logit difference| over all images and classes).
+        A dict: `samples` (images compared); `total` (`N`); `seed` (the sample's seed,
+        `None` when every image was compared); `argmax_agreement` (fraction of images
+        on which both predict the same class); `keras_accuracy` and `lce_accuracy`
+        (`None` without `y`); `max_abs_logit_diff` (largest |logit difference| over
+        the images and classes).
 
     # Raises
-        ValueError: if `x` or `y` do not match the model.
+        ValueError: if `x` or `y` do not match the model, or `samples` is not a
+            positive integer or comes without `y`.
     """
     x = _check_inputs(x, model.inputs[0].shape, f"model {model.name!r}")
     if y is not None:
@@ -719,6 +755,17 @@ def verify_lce(
             raise ValueError(f"`y` should have shape ({len(x)},), got {y.shape}")
     if not len(x):
         raise ValueError("no images to verify on; pass at least one")
+    total, sample_seed = len(x), None
+    if samples is not None:
+        samples = check_positive_int(samples, "samples")
+        if y is None:
+            raise ValueError(
+                "`samples` draws a class-stratified sample and needs the labels `y`; "
+                "pass `y`, or fewer images in `x`"
+            )
+        indices = stratified_sample(y, samples, seed=seed)
+        if len(indices) < total:
+            x, y, sample_seed = x[indices], y[indices], seed
     keras_logits = model.predict(x, batch_size=batch_size, verbose=0)
     lce_logits = lce_predict(flatbuffer, x)
     if lce_logits.shape != keras_logits.shape:
@@ -729,6 +776,8 @@ def verify_lce(
     keras_class, lce_class = keras_logits.argmax(-1), lce_logits.argmax(-1)
     return {
         "samples": int(len(x)),
+        "total": int(total),
+        "seed": sample_seed,
         "argmax_agreement": float(np.mean(keras_class == lce_class)),
         "keras_accuracy": None if y is None else float(np.mean(keras_class == y)),
         "lce_accuracy": None if y is None else float(np.mean(lce_class == y)),

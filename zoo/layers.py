@@ -6,6 +6,14 @@ binary layers here never clip their latent weights: the kernel quantizer is
 `kernel_constraint`. Activations are binarized with the usual `"ste_sign"` (clip at 1),
 except in the first layer, which sees the real-valued input.
 
+Every builder takes a `precision` (see `zoo.precision`): with `"bf16"` the binary
+layers, their quantizers and the layers between them (pooling, flatten, dropout) compute
+in bfloat16 with float32 variables. Batch normalization and the first layer stay float32
+in every precision: the first layer multiplies real-valued pixels, not +-1 by +-1, and
+rounding them to bfloat16 flips the signs of some of its outputs near zero; in float32
+it keeps a bf16 model's forward pass equal to the float32 one, at no measured cost in
+speed (it is ~0.6 % of VGG-16's multiply-adds).
+
 Layers are named by their depth `i` (1, 2, ... counting binary layers from the input):
 `conv_i` or `dense_i`, then `pool_i` (if any) and `bn_i`; the output layer is `dense_out`
 with `bn_out`; the dropout before `dense_i` is `dropout_i` (`dropout_out` before the output).
@@ -26,6 +34,12 @@ from typing import Iterator, Optional, Sequence
 import larq as lq
 import tensorflow as tf
 
+from zoo.precision import (
+    DEFAULT_PRECISION,
+    check_precision,
+    layer_policy,
+    normalization_policy,
+)
 from zoo.validation import check_positive_int, is_positive_int
 
 # Kernel binarization: STE without clipping, so no latent weight is ever starved.
@@ -61,19 +75,44 @@ def silence_starved_weights_warning() -> Iterator[None]:
         logger.removeFilter(log_filter)
 
 
-def binary_kernel_quantizer() -> lq.quantizers.SteSign:
-    """Returns a new kernel quantizer: sign forward, unclipped straight-through backward."""
-    return lq.quantizers.SteSign(**KERNEL_QUANTIZER_CONFIG)
+def binary_kernel_quantizer(
+    *, precision: str = DEFAULT_PRECISION
+) -> lq.quantizers.SteSign:
+    """Returns a new kernel quantizer: sign forward, unclipped straight-through backward.
+
+    # Arguments
+        precision: the precision of the layer it quantizes the kernel of (a larq
+            quantizer is a Keras layer, which computes in its own dtype policy).
+    """
+    if check_precision(precision) == "float32":
+        return lq.quantizers.SteSign(**KERNEL_QUANTIZER_CONFIG)
+    return lq.quantizers.SteSign(
+        **KERNEL_QUANTIZER_CONFIG, dtype=layer_policy(precision)
+    )
 
 
-def _binary_kwargs(first: bool, kernel_initializer: str) -> dict:
-    return dict(
-        input_quantizer=None if first else INPUT_QUANTIZER,
-        kernel_quantizer=binary_kernel_quantizer(),
+def _input_quantizer(first: bool, precision: str):
+    if first:
+        return None
+    if precision == "float32":
+        return INPUT_QUANTIZER
+    return lq.quantizers.SteSign(clip_value=1.0, dtype=layer_policy(precision))
+
+
+def _binary_kwargs(first: bool, kernel_initializer: str, precision: str) -> dict:
+    precision = check_precision(precision)
+    if first:  # it multiplies real pixels: float32 in every precision
+        precision = "float32"
+    kwargs = dict(
+        input_quantizer=_input_quantizer(first, precision),
+        kernel_quantizer=binary_kernel_quantizer(precision=precision),
         kernel_constraint=None,
         kernel_initializer=kernel_initializer,
         use_bias=False,
     )
+    if precision != "float32":
+        kwargs["dtype"] = layer_policy(precision)
+    return kwargs
 
 
 def binary_dense(
@@ -81,6 +120,7 @@ def binary_dense(
     *,
     first: bool = False,
     kernel_initializer: str = "glorot_uniform",
+    precision: str = DEFAULT_PRECISION,
     name: Optional[str] = None,
 ) -> lq.layers.QuantDense:
     """Returns a binary dense layer (binary kernel, binary input unless `first`, no bias).
@@ -90,6 +130,9 @@ def binary_dense(
         first: whether the layer takes the real-valued network input; its input is then
             left unquantized.
         kernel_initializer: initializer of the latent kernel.
+        precision: `"float32"`, or `"bf16"` to compute in bfloat16 (the latent kernel
+            stays a float32 variable); a `first` layer computes in float32 in every
+            precision.
         name: layer name.
 
     # Returns
@@ -97,7 +140,7 @@ def binary_dense(
     """
     with silence_starved_weights_warning():
         return lq.layers.QuantDense(
-            units, **_binary_kwargs(first, kernel_initializer), name=name
+            units, **_binary_kwargs(first, kernel_initializer, precision), name=name
         )
 
 
@@ -107,6 +150,7 @@ def binary_conv(
     first: bool = False,
     kernel_size: int = 3,
     kernel_initializer: str = "glorot_uniform",
+    precision: str = DEFAULT_PRECISION,
     name: Optional[str] = None,
 ) -> lq.layers.QuantConv2D:
     """Returns a binary "same" convolution (binary kernel, binary input unless `first`).
@@ -121,6 +165,9 @@ def binary_conv(
             left unquantized and zero-padded.
         kernel_size: height and width of the kernel.
         kernel_initializer: initializer of the latent kernel.
+        precision: `"float32"`, or `"bf16"` to compute in bfloat16 (the latent kernel
+            stays a float32 variable); a `first` layer computes in float32 in every
+            precision.
         name: layer name.
 
     # Returns
@@ -132,16 +179,39 @@ def binary_conv(
             kernel_size,
             padding="same",
             pad_values=0.0 if first else 1.0,
-            **_binary_kwargs(first, kernel_initializer),
+            **_binary_kwargs(first, kernel_initializer, precision),
             name=name,
         )
 
 
 def batch_norm(*, name: Optional[str] = None) -> tf.keras.layers.BatchNormalization:
-    """Returns the batch normalization that follows every binary layer (PyTorch-like)."""
+    """Returns the batch normalization that follows every binary layer (PyTorch-like).
+
+    It computes in float32 in every precision (`zoo.precision.normalization_policy`):
+    variables, batch statistics and output, a bfloat16 input being cast up.
+    """
     return tf.keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        dtype=normalization_policy(),
+        name=name,
     )
+
+
+def layer_kwargs(precision: str) -> dict:
+    """Keyword arguments of the parameter-free layers between binary layers (pooling,
+    flatten, dropout): in bf16 they compute in bfloat16 too, so that no cast is
+    inserted between a binary layer and the next.
+
+    # Arguments
+        precision: `"float32"` or `"bf16"`.
+
+    # Returns
+        `{}` for float32, else `{"dtype": <mixed_bfloat16 policy>}`.
+    """
+    if check_precision(precision) == "float32":
+        return {}
+    return {"dtype": layer_policy(precision)}
 
 
 def binary_dense_stack(
@@ -153,6 +223,7 @@ def binary_dense_stack(
     first: bool = False,
     dropout: float = 0.0,
     kernel_initializer: str = "glorot_uniform",
+    precision: str = DEFAULT_PRECISION,
 ) -> tf.Tensor:
     """Applies binary dense + batch norm blocks, ending with the logits layer.
 
@@ -164,6 +235,7 @@ def binary_dense_stack(
         first: whether the first dense layer takes the real-valued network input.
         dropout: dropout rate applied before every dense layer; 0 adds no dropout layer.
         kernel_initializer: initializer of the latent kernels.
+        precision: `"float32"` or `"bf16"` (see `binary_dense`); the logits are float32.
 
     # Returns
         The logits: batch-normalized outputs of `dense_out`, no softmax.
@@ -171,11 +243,14 @@ def binary_dense_stack(
     tags = [str(first_index + i) for i in range(len(hidden_units))] + ["out"]
     for i, (units, tag) in enumerate(zip([*hidden_units, num_classes], tags)):
         if dropout:
-            x = tf.keras.layers.Dropout(dropout, name=f"dropout_{tag}")(x)
+            x = tf.keras.layers.Dropout(
+                dropout, name=f"dropout_{tag}", **layer_kwargs(precision)
+            )(x)
         x = binary_dense(
             units,
             first=first and i == 0,
             kernel_initializer=kernel_initializer,
+            precision=precision,
             name=f"dense_{tag}",
         )(x)
         x = batch_norm(name=f"bn_{tag}")(x)

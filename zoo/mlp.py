@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from zoo import layers
+from zoo.precision import DEFAULT_PRECISION, check_precision
 from zoo.registry import register_model
 from zoo.validation import check_units
 from zoo.weights import WeightsType, check_weights, load_weights, pretrained_weights
@@ -32,6 +33,7 @@ def mlp_meta(
     weights: WeightsType = None,
     pretrained: bool = False,
     kernel_initializer: str = "glorot_uniform",
+    precision: str = DEFAULT_PRECISION,
     name: str = "mlp_meta",
 ) -> tf.keras.Model:
     """Instantiates the metaplastic binarized MLP (Laborieux et al. 2021).
@@ -55,6 +57,9 @@ def mlp_meta(
             arguments must then be that model's (`hidden_units=(1024, 1024)`, 28x28x1
             inputs, 10 classes).
         kernel_initializer: initializer of the latent binary kernels.
+        precision: `"float32"`, or `"bf16"`: the binary layers compute in bfloat16
+            (latent kernels, batch normalization and logits stay float32; see
+            `zoo.precision`).
         name: model name.
 
     # Returns
@@ -62,9 +67,10 @@ def mlp_meta(
 
     # Raises
         ValueError: in case of invalid `hidden_units`, `input_shape`, `input_tensor`,
-            `num_classes`, `weights` or `pretrained`, or arguments that differ from the
-            pretrained model's.
+            `num_classes`, `weights`, `pretrained` or `precision`, or arguments that
+            differ from the pretrained model's.
     """
+    precision = check_precision(precision)
     hidden_units = check_units(hidden_units, "hidden_units")
     weights = pretrained_weights(weights, pretrained=pretrained, factory="mlp_meta")
     input_shape = layers.validate_arguments(
@@ -87,6 +93,7 @@ def mlp_meta(
         first_index=1,
         first=True,
         kernel_initializer=kernel_initializer,
+        precision=precision,
     )
 
     model = tf.keras.Model(inputs=inputs, outputs=x, name=name)

@@ -5,8 +5,12 @@
     saved_model/      Keras SavedModel with the float32 latent weights
     model.tflite      Larq Compute Engine flatbuffer (optional)
     model_card.json   the model card; its `files` table lists every other file with its
-                      size in bytes and its sha256
+                      size in bytes and its sha256, and `card_sha256` is the sha256 of
+                      the card itself (see `card_sha256`)
     README.md         the same card, in markdown
+
+The directory holds nothing else: any file the card does not list, at the top level or
+below, is refused, as is a card whose content no longer matches its `card_sha256`.
 
 ```python
 from zoo.model_directory import verify_pretrained
@@ -19,16 +23,21 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Union
+from typing import Any, Mapping, Union
 
 __all__ = [
     "CARD",
     "CARD_MARKDOWN",
+    "CARD_SHA256",
     "FLATBUFFER",
     "REINSTALL_HINT",
     "SAVED_MODEL",
+    "card_sha256",
     "directory_files",
     "file_sha256",
+    "read_card",
+    "seal_card",
+    "verify_files",
     "verify_pretrained",
 ]
 
@@ -39,6 +48,8 @@ SAVED_MODEL = "saved_model"
 FLATBUFFER = "model.tflite"
 CARD = "model_card.json"
 CARD_MARKDOWN = "README.md"
+# The card's field holding the sha256 of the card itself.
+CARD_SHA256 = "card_sha256"
 # How every error about a damaged pretrained model ends.
 REINSTALL_HINT = "re-install / re-download the pretrained model"
 
@@ -57,20 +68,51 @@ def file_sha256(path: PathType) -> str:
 
 
 def directory_files(directory: PathType) -> list:
-    """Every file under `directory`, as sorted POSIX paths relative to it."""
+    """Everything under `directory` but its folders, as sorted POSIX relative paths.
+
+    Symbolic links are listed, not followed, whatever they point to.
+    """
     directory = Path(directory)
-    return sorted(
-        path.relative_to(directory).as_posix()
-        for path in directory.rglob("*")
-        if path.is_file()
-    )
+    found = []
+    for root, folders, files in os.walk(directory):
+        root = Path(root)
+        links = [f for f in folders if (root / f).is_symlink()]
+        found += [(root / name).relative_to(directory).as_posix() for name in files]
+        found += [(root / name).relative_to(directory).as_posix() for name in links]
+    return sorted(found)
 
 
-def verify_pretrained(directory: PathType) -> dict:
-    """Checks a pretrained model directory against its model card, loading nothing.
+def card_sha256(card: Mapping[str, Any]) -> str:
+    """The sha256 a model card records of itself, under `CARD_SHA256`.
 
-    Every file the card lists must be there with its size and sha256, and the SavedModel
-    must hold no file the card does not list.
+    It is the sha256 of the card's canonical JSON without that field: UTF-8, keys
+    sorted, no whitespace (`json.dumps(..., sort_keys=True, separators=(",", ":"))`),
+    so re-indenting the file keeps it and any change of a value does not.
+
+    # Arguments
+        card: a model card (with or without `CARD_SHA256`).
+
+    # Returns
+        The hex sha256.
+    """
+    content = {key: value for key, value in card.items() if key != CARD_SHA256}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal_card(card: Mapping[str, Any]) -> dict:
+    """Returns a copy of `card` with its `CARD_SHA256` (last), see `card_sha256`."""
+    content = {key: value for key, value in card.items() if key != CARD_SHA256}
+    return {**content, CARD_SHA256: card_sha256(content)}
+
+
+def _listed(card: Mapping[str, Any]) -> dict:
+    """The card's `files` table as `{relative path: (bytes, sha256)}`."""
+    return {rel: (int(f["bytes"]), str(f["sha256"])) for rel, f in card["files"].items()}
+
+
+def read_card(directory: PathType) -> dict:
+    """Reads a pretrained model directory's card, checking its form but not its sha256.
 
     # Arguments
         directory: a pretrained model directory (with `model_card.json`).
@@ -79,26 +121,45 @@ def verify_pretrained(directory: PathType) -> dict:
         The model card.
 
     # Raises
-        ValueError: naming the first missing, modified or unlisted file.
+        ValueError: if the card is missing, not JSON, or has no valid `files` table
+            listing a SavedModel.
     """
-    directory = Path(directory)
-    card_path = directory / CARD
+    card_path = Path(directory) / CARD
     if not card_path.is_file():
         raise ValueError(
             f"{card_path}: missing, the model is incomplete; {REINSTALL_HINT}"
         )
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
-        files = card["files"]
-        listed = {rel: (int(f["bytes"]), str(f["sha256"])) for rel, f in files.items()}
+        _listed(card)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(
             f"{card_path}: not a model card with a `files` table "
             f"({_first_line(error)}); {REINSTALL_HINT}"
         ) from None
-    if f"{SAVED_MODEL}/saved_model.pb" not in listed:
+    if f"{SAVED_MODEL}/saved_model.pb" not in card["files"]:
         raise ValueError(f"{card_path}: lists no SavedModel; {REINSTALL_HINT}")
+    return card
+
+
+def verify_files(directory: PathType, card: Mapping[str, Any]) -> None:
+    """Checks that a directory holds exactly its card and the files the card lists.
+
+    Every listed file must be inside `directory` with its size and sha256; nothing else
+    may be there, at the top level or below (folders aside). The card's own sha256 is
+    not checked here (see `verify_pretrained`).
+
+    # Arguments
+        directory: a pretrained model directory.
+        card: its model card (from `read_card`).
+
+    # Raises
+        ValueError: naming the first missing, modified or unlisted file.
+    """
+    directory = Path(directory)
+    card_path = directory / CARD
     root = directory.resolve()
+    listed = _listed(card)
     for rel, (size, digest) in sorted(listed.items()):
         path = directory / rel
         if root not in path.resolve().parents:
@@ -112,10 +173,45 @@ def verify_pretrained(directory: PathType) -> dict:
                 f"{path}: sha256 mismatch, the file is corrupted or was modified; "
                 f"{REINSTALL_HINT}"
             )
-    for rel in directory_files(directory / SAVED_MODEL):
-        if f"{SAVED_MODEL}/{rel}" not in listed:
+    for rel in directory_files(directory):
+        if rel != CARD and rel not in listed:
             raise ValueError(
-                f"{directory / SAVED_MODEL / rel}: not listed in {CARD}, the model was "
-                f"modified; {REINSTALL_HINT}"
+                f"{directory / rel}: not listed in {CARD}, the model was modified (the "
+                f"directory may hold only {CARD} and the files it lists); "
+                f"{REINSTALL_HINT}"
             )
+
+
+def verify_pretrained(directory: PathType) -> dict:
+    """Checks a pretrained model directory against its model card, loading nothing.
+
+    First the card itself: its content must match its `CARD_SHA256` (see
+    `card_sha256`). Then every file the card lists must be there with its size and
+    sha256, and the directory must hold nothing else (see `verify_files`).
+
+    # Arguments
+        directory: a pretrained model directory (with `model_card.json`).
+
+    # Returns
+        The model card.
+
+    # Raises
+        ValueError: naming an edited card, or the first missing, modified or unlisted
+            file.
+    """
+    card = read_card(directory)
+    card_path = Path(directory) / CARD
+    recorded = card.get(CARD_SHA256)
+    if recorded is None:
+        raise ValueError(
+            f"{card_path}: no {CARD_SHA256}, so edits to the card cannot be detected; "
+            f"{REINSTALL_HINT}, or re-seal a card you trust with "
+            "zoo.publishing.reseal_pretrained"
+        )
+    if recorded != card_sha256(card):
+        raise ValueError(
+            f"{card_path}: {CARD_SHA256} mismatch, the card was modified; "
+            f"{REINSTALL_HINT}"
+        )
+    verify_files(directory, card)
     return card

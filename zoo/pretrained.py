@@ -5,11 +5,13 @@ A pretrained model is a directory `saved_models/<name>/` shipped with the packag
 
     saved_model/      Keras SavedModel with the float32 latent weights: training goes on
     model.tflite      Larq Compute Engine flatbuffer (when LCE was installed to package it)
-    model_card.json   data, protocol, command, budget, accuracies, sha256 of every file
+    model_card.json   data, protocol, command, budget, accuracies, sha256 of every file,
+                      and `card_sha256`, the sha256 of the card itself
     README.md         the same card, in markdown
 
-Before anything is loaded, every file the card lists is checked against its sha256 and
-the SavedModel may hold no unlisted file: a corrupted or modified model is refused.
+Before anything is loaded, the card is checked against its own `card_sha256`, every
+file it lists against its sha256, and the directory may hold nothing else, at any
+depth: a corrupted or modified model is refused (`zoo.model_directory`).
 Writing such a directory and its archive is `zoo.publishing`'s job; the factories that
 build pretrained architectures come from `zoo.registry`.
 

@@ -5,12 +5,15 @@ the SavedModel, the Larq Compute Engine flatbuffer with its measured accuracy, a
 model card in JSON and markdown, every file listed with its sha256.
 `archive_pretrained` turns a registered, verified model into a reproducible `.tar.gz`
 to host; `zoo.register_pretrained` then makes its URL loadable by name.
+`reseal_pretrained` adds its own sha256 to the card of a directory written before cards
+recorded one, after checking every file it lists.
 
 ```python
 import zoo
 
 card = zoo.package_pretrained(model, name="my_mlp", card={...}, verify_data=(x, y))
 path, sha256 = zoo.archive_pretrained("my_mlp")  # after registering its directory
+zoo.publishing.reseal_pretrained("saved_models/old_model")  # a card without card_sha256
 ```
 """
 
@@ -29,18 +32,29 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import export, pretrained
+from zoo.datasets import sample_description
 from zoo.model_directory import (
     CARD,
     CARD_MARKDOWN,
+    CARD_SHA256,
     FLATBUFFER,
     SAVED_MODEL,
     PathType,
     directory_files,
     file_sha256,
+    read_card,
+    seal_card,
+    verify_files,
 )
 from zoo.saved_model import quiet_tensorflow
 
-__all__ = ["REQUIRED_CARD_KEYS", "archive_pretrained", "package_pretrained"]
+__all__ = [
+    "LCE_SAMPLE_SEED",
+    "REQUIRED_CARD_KEYS",
+    "archive_pretrained",
+    "package_pretrained",
+    "reseal_pretrained",
+]
 
 # What a model card must say, besides factory and kwargs (see `package_pretrained`).
 REQUIRED_CARD_KEYS = (
@@ -53,7 +67,9 @@ REQUIRED_CARD_KEYS = (
     "budget",
 )
 # Keys `package_pretrained` writes itself.
-_WRITTEN_CARD_KEYS = ("name", "results", "software", "created", "files")
+_WRITTEN_CARD_KEYS = ("name", "results", "software", "created", "files", CARD_SHA256)
+# Seed of the class-stratified test images the flatbuffer is checked on (`lce_samples`).
+LCE_SAMPLE_SEED = 0
 
 
 def _jsonable(value):
@@ -93,15 +109,19 @@ def _lce_version() -> Optional[str]:
 
 
 def _lce_results(model, flatbuffer: bytes, x, y, samples: Optional[int]) -> dict:
-    n = len(x) if samples is None else min(int(samples), len(x))
-    result = export.verify_lce(flatbuffer, model, x[:n], y[:n])
-    return {
+    result = export.verify_lce(
+        flatbuffer, model, x, y, samples=samples, seed=LCE_SAMPLE_SEED
+    )
+    results = {
         "test_accuracy": result["lce_accuracy"],
         "keras_test_accuracy": result["keras_accuracy"],
-        "agreement": result.get("argmax_agreement", result.get("agreement")),
+        "agreement": result["argmax_agreement"],
         "max_abs_logit_diff": result["max_abs_logit_diff"],
-        "samples": n,
+        "samples": result["samples"],
     }
+    if result["seed"] is not None:  # a class-stratified sample of the test images
+        results.update(total=result["total"], sample_seed=result["seed"])
+    return results
 
 
 def _percent(value) -> str:
@@ -120,8 +140,14 @@ def _markdown_card(card: dict, sizes: dict) -> str:
 
     lce_line = "not converted (Larq Compute Engine was not installed)"
     if lce.get("test_accuracy") is not None:
+        images = sample_description(
+            lce["samples"],
+            lce.get("total", lce["samples"]),
+            seed=lce.get("sample_seed"),
+            what="test images",
+        )
         lce_line = (
-            f"{_percent(lce['test_accuracy'])} on {lce['samples']:,} test images; "
+            f"{_percent(lce['test_accuracy'])} on {images}; "
             f"agrees with Keras on {_percent(lce['agreement'])}, largest logit difference "
             f"{lce['max_abs_logit_diff']:.3g}"
         )
@@ -183,7 +209,8 @@ def package_pretrained(
     `model.tflite` (when `lce` and Larq Compute Engine is installed, converted by
     `zoo.export.convert_to_lce`), `README.md` and `model_card.json`: the given card plus
     the name, the Keras (and LCE) test accuracy on `verify_data`, the software versions
-    and every other file's size and sha256. Nothing is left behind on failure.
+    and every other file's size and sha256, then the card's own sha256
+    (`zoo.model_directory.card_sha256`). Nothing is left behind on failure.
 
     # Arguments
         model: the trained model, built by the card's factory with the card's kwargs.
@@ -197,7 +224,8 @@ def package_pretrained(
             when Larq Compute Engine is not installed).
         verify_data: `(x_test, y_test)` to measure the test accuracies on, if any.
         lce_samples: how many of those images the flatbuffer is checked on (one image at
-            a time, slow on x86); default all.
+            a time, slow on x86): a class-stratified sample drawn with seed
+            `LCE_SAMPLE_SEED` (see `zoo.datasets.stratified_sample`); default all.
         overwrite: replace an existing `directory/name/`.
 
     # Returns
@@ -286,15 +314,53 @@ def package_pretrained(
             }
             for rel in directory_files(partial)
         }
-        (partial / CARD).write_text(
-            json.dumps(written, indent=2) + "\n", encoding="utf-8"
-        )
+        written = seal_card(written)
+        _write_card(partial, written)
         if target.exists():
             shutil.rmtree(target)
         partial.rename(target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return written
+
+
+def _write_card(directory: Path, card: dict) -> None:
+    """Writes `directory/model_card.json` in one step (a partial file, then renamed)."""
+    partial = directory / f".{CARD}.partial-{os.getpid()}"
+    try:
+        partial.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, directory / CARD)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def reseal_pretrained(directory: PathType) -> dict:
+    """Records the card's own sha256 in a pretrained model directory written without it.
+
+    The migration for directories packaged before cards recorded `card_sha256`:
+    every file the card lists is checked against its size and sha256 and the
+    directory must hold nothing else (`zoo.model_directory.verify_files`); then
+    `model_card.json` is rewritten with `card_sha256` added (or replaced) as its last
+    field, every other field and every other file unchanged. Only re-seal a card whose
+    content you trust: the new sha256 vouches for the card as it is.
+
+    # Arguments
+        directory: a pretrained model directory.
+
+    # Returns
+        The sealed model card.
+
+    # Raises
+        ValueError: if the card is malformed, or a listed file is missing or modified,
+            or an unlisted file is there.
+    """
+    directory = Path(directory).expanduser()
+    card = read_card(directory)
+    verify_files(directory, card)
+    sealed = seal_card(card)
+    if sealed != card or list(sealed) != list(card):
+        _write_card(directory, sealed)
+    return sealed
 
 
 def archive_pretrained(

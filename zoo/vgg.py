@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from zoo import layers
+from zoo.precision import DEFAULT_PRECISION, check_precision
 from zoo.registry import register_model
 from zoo.validation import check_real, check_units
 from zoo.weights import WeightsType, check_weights, load_weights, pretrained_weights
@@ -40,9 +41,11 @@ def _vgg(
     weights: WeightsType,
     pretrained: bool,
     kernel_initializer: str,
+    precision: str,
     name: str,
     factory: str,
 ) -> tf.keras.Model:
+    precision = check_precision(precision)
     dense_units = check_units(dense_units, "dense_units")
     dropout = check_real(dropout, "dropout", low=0.0, high=1.0, high_open=True)
     weights = pretrained_weights(weights, pretrained=pretrained, factory=factory)
@@ -71,13 +74,16 @@ def _vgg(
             filters,
             first=depth == 1,
             kernel_initializer=kernel_initializer,
+            precision=precision,
             name=f"conv_{depth}",
         )(x)
         if i + 1 < len(convs) and convs[i + 1] == POOL:
-            x = tf.keras.layers.MaxPool2D(2, name=f"pool_{depth}")(x)
+            x = tf.keras.layers.MaxPool2D(
+                2, name=f"pool_{depth}", **layers.layer_kwargs(precision)
+            )(x)
         x = layers.batch_norm(name=f"bn_{depth}")(x)
 
-    x = tf.keras.layers.Flatten(name="flatten")(x)
+    x = tf.keras.layers.Flatten(name="flatten", **layers.layer_kwargs(precision))(x)
     x = layers.binary_dense_stack(
         x,
         dense_units,
@@ -85,6 +91,7 @@ def _vgg(
         first_index=depth + 1,
         dropout=dropout,
         kernel_initializer=kernel_initializer,
+        precision=precision,
     )
 
     model = tf.keras.Model(inputs=inputs, outputs=x, name=name)
@@ -102,6 +109,7 @@ def vgg16_meta(
     weights: WeightsType = None,
     pretrained: bool = False,
     kernel_initializer: str = "glorot_uniform",
+    precision: str = DEFAULT_PRECISION,
     name: str = "vgg16_meta",
 ) -> tf.keras.Model:
     """Instantiates a metaplastic binarized VGG-16.
@@ -132,6 +140,9 @@ def vgg16_meta(
             other arguments must then be that model's (32x32x3 inputs, 10 classes,
             `dense_units=(512, 512)`).
         kernel_initializer: initializer of the latent binary kernels.
+        precision: `"float32"`, or `"bf16"`: the binary layers compute in bfloat16
+            (latent kernels, batch normalization and logits stay float32; see
+            `zoo.precision`).
         name: model name.
 
     # Returns
@@ -139,8 +150,8 @@ def vgg16_meta(
 
     # Raises
         ValueError: in case of invalid `input_shape`, `input_tensor`, `num_classes`,
-            `dense_units`, `dropout`, `weights` or `pretrained`, or arguments that differ
-            from the pretrained model's.
+            `dense_units`, `dropout`, `weights`, `pretrained` or `precision`, or
+            arguments that differ from the pretrained model's.
     """
     return _vgg(
         VGG16_CONVS,
@@ -152,6 +163,7 @@ def vgg16_meta(
         weights=weights,
         pretrained=pretrained,
         kernel_initializer=kernel_initializer,
+        precision=precision,
         name=name,
         factory="vgg16_meta",
     )
@@ -168,6 +180,7 @@ def vgg_small_meta(
     weights: WeightsType = None,
     pretrained: bool = False,
     kernel_initializer: str = "glorot_uniform",
+    precision: str = DEFAULT_PRECISION,
     name: str = "vgg_small_meta",
 ) -> tf.keras.Model:
     """Instantiates VGG-Small, the paper's CIFAR-10 network (Laborieux et al. 2021).
@@ -198,6 +211,9 @@ def vgg_small_meta(
         pretrained: load the factory's default pretrained model; VGG-Small has none
             yet, so `True` raises (pass a registered name as `weights`).
         kernel_initializer: initializer of the latent binary kernels.
+        precision: `"float32"`, or `"bf16"`: the binary layers compute in bfloat16
+            (latent kernels, batch normalization and logits stay float32; see
+            `zoo.precision`).
         name: model name.
 
     # Returns
@@ -205,8 +221,8 @@ def vgg_small_meta(
 
     # Raises
         ValueError: in case of invalid `input_shape`, `input_tensor`, `num_classes`,
-            `dense_units`, `dropout`, `weights` or `pretrained`, or arguments that differ
-            from the pretrained model's.
+            `dense_units`, `dropout`, `weights`, `pretrained` or `precision`, or
+            arguments that differ from the pretrained model's.
     """
     return _vgg(
         VGG_SMALL_CONVS,
@@ -218,6 +234,7 @@ def vgg_small_meta(
         weights=weights,
         pretrained=pretrained,
         kernel_initializer=kernel_initializer,
+        precision=precision,
         name=name,
         factory="vgg_small_meta",
     )

@@ -15,14 +15,18 @@ folders and their archives), `zoo.datasets.cache` (the extraction and decoding c
 `zoo.datasets.tfds` (tensorflow-datasets); `zoo.datasets.catalog` knows the datasets by
 name and the order of the sources; `zoo.datasets.container` holds `ImageDataset`. The
 `tf.data` pipelines that feed a dataset to Keras are in `training.data`.
+`zoo.datasets.sampling` draws seeded, class-stratified samples for evaluations on
+fewer images (`stratified_sample`), never the first N of a split, which may be sorted
+by class.
 
 !!! example
     ```python
-    from zoo.datasets import load_dataset
+    from zoo.datasets import load_dataset, stratified_sample
 
     mnist = load_dataset("mnist")  # or load_dataset("mnist", data_dir="data")
     mnist.x_train.shape            # (60000, 28, 28, 1)
     shapes = load_dataset("path/to/shapes.tar.gz")  # train/<class>/*, test/<class>/*
+    some = mnist.subset(test_indices=stratified_sample(mnist.y_test, 500, seed=0))
     ```
 """
 
@@ -30,6 +34,7 @@ from zoo.datasets.cache import CACHE_DIR_ENV, DEFAULT_CACHE_DIR
 from zoo.datasets.catalog import DATA_DIR_ENV, DATASETS, canonical_name, load_dataset
 from zoo.datasets.container import DataError, ImageDataset
 from zoo.datasets.idx import read_idx
+from zoo.datasets.sampling import sample_description, stratified_sample
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -41,4 +46,6 @@ __all__ = [
     "canonical_name",
     "load_dataset",
     "read_idx",
+    "sample_description",
+    "stratified_sample",
 ]

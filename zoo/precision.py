@@ -1,0 +1,158 @@
+"""Compute precision of zoo models: float32, or bfloat16 in the binary layers.
+
+A binary layer (binary kernel *and* binary input) multiplies +-1 by +-1: the products
+are exact in bfloat16 and oneDNN accumulates them in float32, so the forward sum is the
+float32 one; only its result is rounded to bfloat16 when it is stored, which is exact
+for |sum| <= 256 and within a relative 2^-9 beyond. With `precision="bf16"` the zoo
+builds the hidden binary layers, their quantizers and the parameter-free layers between
+them with Keras' `mixed_bfloat16` policy (float32 variables, bfloat16 computation); the
+first layer (real-valued pixels) and batch normalization stay float32 (variables,
+statistics and output), so the logits are float32. The latent weights the metaplastic
+optimizer reads stay float32, and a checkpoint fits a model of either precision.
+
+```python
+model = zoo.vgg16_meta(precision="bf16")
+model_precision(model)  # "bf16"
+twin = as_float32(model)  # the same weights, computed in float32 (for LCE, TFLite)
+```
+
+The precision is part of each layer's saved config (its dtype policy), so a saved model
+reloads with it; `model_precision` reads it back.
+"""
+
+import logging
+from typing import Any
+
+import tensorflow as tf
+
+from zoo.validation import check_choice
+
+__all__ = [
+    "DEFAULT_PRECISION",
+    "PRECISIONS",
+    "as_float32",
+    "check_precision",
+    "layer_policy",
+    "model_precision",
+    "normalization_policy",
+]
+
+PRECISIONS = ("float32", "bf16")
+# float32: bf16 trains 1.3-1.5x faster on this project's CPU (AVX-512 BF16, no AMX;
+# benchmarks/precision.py), but runs slower than float32 on CPUs without bfloat16
+# instructions, its CIFAR-10 accuracy parity run is still owed, and a new default would
+# keep `python -m training` from resuming run directories made under the old one.
+DEFAULT_PRECISION = "float32"
+_POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
+
+
+def check_precision(precision: Any) -> str:
+    """Returns `precision` if it is one of `PRECISIONS`.
+
+    # Raises
+        ValueError: if it is not.
+    """
+    return check_choice(precision, "precision", PRECISIONS)
+
+
+def layer_policy(precision: str) -> tf.keras.mixed_precision.Policy:
+    """The dtype policy of the layers of a `precision` model, but batch normalization.
+
+    # Arguments
+        precision: `"float32"` or `"bf16"` (`mixed_bfloat16`: float32 variables,
+            bfloat16 computation).
+
+    # Returns
+        A `tf.keras.mixed_precision.Policy`.
+
+    # Raises
+        ValueError: for an unknown precision.
+    """
+    return tf.keras.mixed_precision.Policy(_POLICIES[check_precision(precision)])
+
+
+def normalization_policy() -> tf.keras.mixed_precision.Policy:
+    """The dtype policy of batch normalization in every precision: float32 (variables,
+    statistics and output; a bfloat16 input is cast up)."""
+    return tf.keras.mixed_precision.Policy("float32")
+
+
+def model_precision(model: tf.keras.Model) -> str:
+    """The precision a model computes in: `"bf16"` if any of its layers computes in
+    bfloat16, else `"float32"`.
+
+    # Arguments
+        model: a Keras model.
+
+    # Returns
+        `"bf16"` or `"float32"`.
+    """
+    for layer in model.submodules:
+        if (
+            isinstance(layer, tf.keras.layers.Layer)
+            and layer.compute_dtype == "bfloat16"
+        ):
+            return "bf16"
+    return "float32"
+
+
+def _float32_config(config: Any) -> Any:
+    """`config` with every dtype policy (nested quantizer configs included) float32."""
+    if isinstance(config, dict):
+        result = {}
+        for key, value in config.items():
+            if key == "dtype" and _is_mixed_policy(value):
+                result[key] = "float32"
+            else:
+                result[key] = _float32_config(value)
+        return result
+    if isinstance(config, tuple):
+        return tuple(_float32_config(v) for v in config)
+    if isinstance(config, list):
+        return [_float32_config(v) for v in config]
+    return config
+
+
+def _is_mixed_policy(value: Any) -> bool:
+    if isinstance(value, tf.keras.mixed_precision.Policy):
+        return value.compute_dtype != value.variable_dtype
+    if isinstance(value, dict) and value.get("class_name") == "Policy":
+        return value.get("config", {}).get("name", "").startswith("mixed_")
+    return isinstance(value, str) and value.startswith("mixed_")
+
+
+def _float32_layer(layer: tf.keras.layers.Layer) -> tf.keras.layers.Layer:
+    # larq warns about binary kernels without a constraint at every construction; the
+    # zoo's are deliberate (see zoo.layers).
+    logger = logging.getLogger("larq.layers_base")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        return type(layer).from_config(_float32_config(layer.get_config()))
+    finally:
+        logger.disabled = disabled
+
+
+def as_float32(model: tf.keras.Model) -> tf.keras.Model:
+    """Returns `model` computing in float32 throughout, with the same weights.
+
+    LCE and the TFLite converter refuse mixed precision; convert this twin instead. The
+    weights (float32 in every precision) are copied, so in inference mode the outputs
+    differ from a bf16 model's only by the bfloat16 rounding of its layer outputs.
+
+    # Arguments
+        model: a Keras model (any architecture `tf.keras.models.clone_model` accepts).
+
+    # Returns
+        `model` itself if it already computes in float32, else a new model of the same
+        name.
+
+    # Raises
+        ValueError: if `model` is not a `tf.keras.Model`.
+    """
+    if not isinstance(model, tf.keras.Model):
+        raise ValueError(f"expected a tf.keras.Model, got {type(model).__name__}.")
+    if model_precision(model) == "float32":
+        return model
+    twin = tf.keras.models.clone_model(model, clone_function=_float32_layer)
+    twin.set_weights(model.get_weights())
+    return twin
