@@ -50,13 +50,13 @@ import numpy as np
 import tensorflow as tf
 
 from training import plots
+from training.assembly import restore_run
 from training.batchnorm import (
     TaskBatchNorm,
     recalibration_batches,
     uses_task_statistics,
 )
 from training.optimizers import is_binary_variable
-from training.runner import restore_run
 from zoo.validation import check_positive_int
 
 __all__ = [

@@ -24,7 +24,9 @@ def test_graph_sees_every_package_and_function_level_imports(graph, tmp_path):
     assert {"zoo", "zoo.registry", "training.runner", "tuning.search"} <= set(graph)
     # An import inside a function is an edge like any other.
     module = tmp_path / "probe.py"
-    module.write_text("def f():\n    from zoo import registry\n    import training.cli\n")
+    module.write_text(
+        "def f():\n    from zoo import registry\n    import training.cli\n"
+    )
     found = import_graph.imports_of("zoo.probe", module, import_graph.project_modules())
     assert found == {"zoo.registry", "training.cli"}
 

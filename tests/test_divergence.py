@@ -131,9 +131,9 @@ def test_divergence_warnings_of_a_runs_rows():
 
     healthy = [row(0, 1, 1.2), row(0, 2, 0.4, task_1=0.9), row(1, 1, 1.0),
                row(1, 2, 0.5, task_1=0.8, task_2=0.9)]  # fmt: skip
-    assert divergence_warnings(
-        healthy, config=config, tasks=tasks, eval_tasks=tasks
-    ) == []
+    assert (
+        divergence_warnings(healthy, config=config, tasks=tasks, eval_tasks=tasks) == []
+    )
     diverged = [row(0, 1, 0.9), row(0, 2, 95.0, task_1=0.52), row(1, 1, 3e5),
                 row(1, 2, 2e5, task_1=0.9, task_2=0.2)]  # fmt: skip
     found = divergence_warnings(diverged, config=config, tasks=tasks, eval_tasks=tasks)
@@ -146,6 +146,7 @@ def test_divergence_warnings_of_a_runs_rows():
         "answering its most frequent label: 50.00%); learning rate 1e+06 too large?",
     ]
     # The findings of the first rows are the first findings.
-    assert divergence_warnings(
-        diverged[:2], config=config, tasks=tasks, eval_tasks=tasks
-    ) == found[:2]
+    assert (
+        divergence_warnings(diverged[:2], config=config, tasks=tasks, eval_tasks=tasks)
+        == found[:2]
+    )

@@ -102,11 +102,15 @@ def test_get_model_errors(fresh):
 
 
 def test_model_names_and_the_binary_filter():
-    assert registry.model_names() == zoo.model_names() == (
-        "mlp_float",
-        "mlp_meta",
-        "vgg16_meta",
-        "vgg_small_meta",
+    assert (
+        registry.model_names()
+        == zoo.model_names()
+        == (
+            "mlp_float",
+            "mlp_meta",
+            "vgg16_meta",
+            "vgg_small_meta",
+        )
     )
     binary = ("mlp_meta", "vgg16_meta", "vgg_small_meta")
     assert registry.model_names(binary=True) == binary

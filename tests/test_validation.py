@@ -59,7 +59,7 @@ def test_check_nonnegative_int():
     assert type(check_nonnegative_int(np.int32(4), "seed")) is int
     for value, shown in [(-1, "-1"), (False, "False"), (0.0, "0.0")]:
         refused(
-            lambda: check_nonnegative_int(value, "seed"),
+            lambda value=value: check_nonnegative_int(value, "seed"),
             f"seed must be an integer >= 0, got {shown}.",
         )
 

@@ -60,9 +60,7 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
             # `from zoo import layers` imports the module zoo.layers; `from zoo import
             # mlp_meta` a name of the package zoo itself.
             names = [
-                f"{base}.{alias.name}"
-                if f"{base}.{alias.name}" in modules
-                else base
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
                 for alias in node.names
             ]
         for name in names:

@@ -110,9 +110,7 @@ def at_chance(accuracy: float, chance: float) -> bool:
     return accuracy < chance + CHANCE_MARGIN
 
 
-def loss_divergence(
-    loss: float, *, first_loss: float, num_classes: int
-) -> str | None:
+def loss_divergence(loss: float, *, first_loss: float, num_classes: int) -> str | None:
     """Why `loss` diverges, or `None`.
 
     The reference is the smaller of the first epoch's loss and the cross-entropy of a
@@ -135,9 +133,7 @@ def loss_divergence(
         reference, what = uniform, "that of a uniform guess"
     if not loss > LOSS_GROWTH * reference:
         return None
-    return (
-        f"loss {loss:,.6g} is over {LOSS_GROWTH:g} times {what} ({reference:.4g})"
-    )
+    return f"loss {loss:,.6g} is over {LOSS_GROWTH:g} times {what} ({reference:.4g})"
 
 
 def epoch_name(
@@ -173,7 +169,7 @@ def divergence_warnings(
         rows: the run's metric rows so far, in order (`loss`, `task_index`,
             `task_epoch`, `acc/<task>`, ...).
         config: the run's configuration.
-        tasks, eval_tasks: as `training.runner.build_tasks(config)`.
+        tasks, eval_tasks: as `training.assembly.build_tasks(config)`.
 
     # Returns
         One line per finding, in the order of the rows; the findings of a prefix of

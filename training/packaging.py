@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from training.assembly import restore_run
 from training.rundir import RunDirectory
-from training.runner import restore_run
 from zoo import registry
 from zoo.precision import as_float32
 

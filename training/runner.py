@@ -28,18 +28,24 @@ summary's `warnings`.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from training import baselines, metrics, plots
+from training.assembly import (
+    RestoredRun,
+    build_model,
+    build_tasks,
+    check_batch_size,
+    check_meta_layers,
+    load_initial_weights,
+    make_optimizer,
+    model_shape,
+    restore_run,
+)
 from training.batchnorm import (
     TaskBatchNorm,
     recalibration_batches,
@@ -47,7 +53,6 @@ from training.batchnorm import (
 )
 from training.callbacks import MetaplasticityDiagnostics
 from training.config import RunConfig
-from training.data import ImageDataset, load_dataset
 from training.divergence import (
     NonFiniteError,
     StopOnNonFinite,
@@ -62,17 +67,11 @@ from training.optimizers import (
     is_kernel_variable,
     layer_name,
 )
-from training.protocols import (
-    Task,
-    dataset_sequence,
-    joint_task,
-    permuted_tasks,
-    stream_subsets,
-)
+from training.protocols import Task
 from training.rundir import Progress, RunDirectory, RunDirectoryError
-from zoo import registry
-from zoo.weights import load_weights
 
+# `build_tasks`, `build_model`, `make_optimizer`, `restore_run` and `RestoredRun` live in
+# `training.assembly`; they stay importable from here, where they were first.
 __all__ = [
     "NonFiniteError",
     "RestoredRun",
@@ -97,248 +96,6 @@ _CONSOLIDATION_SEED = 50_021
 class RunWarning(UserWarning):
     """Something the person running a run should know: it diverges, or a damaged
     checkpoint was skipped."""
-
-
-def _hold_out_validation(
-    data: ImageDataset, fraction: float, seed: int
-) -> ImageDataset:
-    """`data` with a seeded random `fraction` of its training images as the test split."""
-    count = len(data.y_train)
-    held_out = int(round(fraction * count))
-    if not 1 <= held_out < count:
-        raise ValueError(
-            f"validation_split {fraction} of {count} training images of {data.name} "
-            f"leaves no validation or no training images."
-        )
-    order = np.random.default_rng(seed).permutation(count)
-    validation, train = np.sort(order[:held_out]), np.sort(order[held_out:])
-    return dataclasses.replace(
-        data,
-        x_train=data.x_train[train],
-        y_train=data.y_train[train],
-        x_test=data.x_train[validation],
-        y_test=data.y_train[validation],
-    )
-
-
-def build_tasks(config: RunConfig) -> tuple[list[Task], list[Task]]:
-    """The tasks to train on, in order, and the tasks to evaluate after each epoch.
-
-    With `config.validation_split > 0` every task is evaluated on images held out from
-    its dataset's training split, never on the test split.
-
-    # Arguments
-        config: the run's configuration.
-
-    # Returns
-        `(tasks, eval_tasks)`.
-
-    # Raises
-        ValueError: if a dataset cannot be loaded (`DataError`) or split.
-    """
-    data = [load_dataset(name, data_dir=config.data_dir) for name in config.datasets]
-    if config.validation_split > 0:
-        data = [
-            _hold_out_validation(d, config.validation_split, config.seed) for d in data
-        ]
-    if config.protocol == "permuted":
-        tasks = permuted_tasks(data[0], num_tasks=config.num_tasks, seed=config.seed)
-        eval_tasks = tasks
-    elif config.protocol == "sequence":
-        tasks = eval_tasks = dataset_sequence(data)
-    else:
-        tasks = stream_subsets(data[0], num_subsets=config.num_tasks, seed=config.seed)
-        d = data[0]
-        eval_tasks = [Task("test", d.x_train[:0], d.y_train[:0], d.x_test, d.y_test)]
-    if config.joint:
-        tasks = [joint_task(tasks)]
-    return tasks, eval_tasks
-
-
-def _model_shape(eval_tasks: list[Task]) -> tuple[tuple[int, ...], int]:
-    """The input shape and number of classes of a model for `eval_tasks`."""
-    input_shape = eval_tasks[0].x_test.shape[1:]
-    num_classes = int(max(t.y_test.max() for t in eval_tasks)) + 1
-    return input_shape, num_classes
-
-
-def build_model(
-    config: RunConfig,
-    *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    synchronized_bn: bool = False,
-) -> tf.keras.Model:
-    """The run's zoo model with its initial weights (seeded by `config.seed`).
-
-    # Arguments
-        config: the run's configuration (`model`, `hidden_units`, `precision`, `seed`).
-        input_shape: shape of one image.
-        num_classes: number of output logits.
-        synchronized_bn: BatchNorm statistics over the global batch of a
-            `tf.distribute` strategy, as on one device (build it in the strategy's
-            scope).
-
-    # Returns
-        A built `tf.keras.Model` returning logits.
-    """
-    tf.keras.utils.set_random_seed(config.seed)
-    spec = registry.get_model(config.model)
-    kwargs = {"hidden_units": config.hidden_units} if spec.takes("hidden_units") else {}
-    if spec.takes("precision"):
-        kwargs["precision"] = config.precision
-    model = spec.factory(input_shape=input_shape, num_classes=num_classes, **kwargs)
-    if not synchronized_bn:
-        return model
-
-    def clone(layer):
-        layer_config = layer.get_config()
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            layer_config["synchronized"] = True
-        return layer.__class__.from_config(layer_config)
-
-    synced = tf.keras.models.clone_model(model, clone_function=clone)
-    synced.set_weights(model.get_weights())
-    return synced
-
-
-def make_optimizer(config: RunConfig) -> MetaplasticAdam:
-    """The optimizer of a run: `MetaplasticAdam` with the run's learning rate and m,
-    on the binary kernels, or on the float kernels of a float model such as
-    `mlp_float` (paper, Fig. 2f)."""
-    binary = registry.get_model(config.model).binary
-    return MetaplasticAdam(
-        config.learning_rate,
-        meta=config.meta,
-        metaplastic_variables="binary" if binary else "kernels",
-    )
-
-
-def _check_batch_size(config: RunConfig, tasks: list[Task]) -> None:
-    """Refuses a batch larger than a task's training set (one short step per epoch)."""
-    smallest = min(tasks, key=lambda t: t.num_train)
-    if config.batch_size > smallest.num_train:
-        raise ValueError(
-            f"batch_size {config.batch_size} is larger than the "
-            f"{smallest.num_train} training images of task {smallest.name}."
-        )
-
-
-def _check_meta_layers(config: RunConfig, model: tf.keras.Model) -> None:
-    """Refuses a per-layer `meta` mapping naming layers without metaplastic kernels."""
-    if not isinstance(config.meta, dict):
-        return
-    optimizer = make_optimizer(config)
-    layers = sorted(
-        {
-            layer_name(v).rpartition("/")[2]
-            for v in model.trainable_variables
-            if optimizer.is_metaplastic(v)
-        }
-    )
-    unknown = sorted(set(config.meta) - set(layers))
-    if unknown:
-        kind = "binary" if registry.get_model(config.model).binary else "kernel"
-        raise ValueError(
-            f"meta names no {kind} layer of {config.model}: {unknown}; its {kind} "
-            f"layers are {layers}."
-        )
-
-
-def _read_model_weights(
-    checkpoint: str, model: tf.keras.Model, build: Callable
-) -> None:
-    """Copies a run checkpoint's model weights into `model`.
-
-    The checkpoint is read into a scratch model from `build()`: read into `model`
-    directly, its optimizer slots would be restored into whatever optimizer `model`
-    is compiled with next.
-    """
-    scratch = build()
-    status = tf.train.Checkpoint(model=scratch).read(checkpoint).expect_partial()
-    try:
-        status.assert_existing_objects_matched()
-        model.set_weights(scratch.get_weights())
-    except (AssertionError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(
-            f"checkpoint {checkpoint} does not fit the model: {first_line}"
-        ) from None
-
-
-def _load_initial_weights(model: tf.keras.Model, source: str, build: Callable) -> None:
-    """Copies `source`'s weights (run directory, pretrained name or weights file) in."""
-    directory = RunDirectory(source)
-    try:
-        if directory.config_path.exists():
-            _read_model_weights(directory.last_checkpoint()[0], model, build)
-        else:
-            load_weights(model, source)
-    except (ValueError, OSError, tf.errors.OpError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"initial_weights {source!r}: {first_line}") from None
-
-
-@dataclass
-class RestoredRun:
-    """A run directory's configuration, tasks and model at its last completed epoch.
-
-    # Arguments
-        config: the run's configuration.
-        model: its model, with the weights and live BatchNorm state of the last
-            completed epoch.
-        tasks, eval_tasks: as `build_tasks(config)`.
-        checkpoint: the checkpoint read.
-        completed_epochs: epochs completed.
-        bn_states: the BatchNorm state of each finished task, by task index (see
-            `training.batchnorm.TaskBatchNorm`).
-    """
-
-    config: RunConfig
-    model: tf.keras.Model
-    tasks: list[Task]
-    eval_tasks: list[Task]
-    checkpoint: str
-    completed_epochs: int
-    bn_states: dict
-
-
-def restore_run(
-    run_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None
-) -> RestoredRun:
-    """Rebuilds a run directory's model from its last checkpoint, with its tasks.
-
-    # Arguments
-        run_dir: a directory written by `run`.
-        data_dir: where the datasets are; default the run's `data_dir` if it exists
-            from here, else `$METAPLASTIC_DATA_DIR`.
-
-    # Returns
-        A `RestoredRun`; its model holds the live BatchNorm state of the last task.
-
-    # Raises
-        ValueError: if the directory is not a run, holds no completed epoch, or its
-            checkpoint does not fit its configuration.
-    """
-    directory = RunDirectory(run_dir)
-    config = directory.read_config()
-    if data_dir is not None:
-        config.data_dir = str(data_dir)
-    elif config.data_dir is not None and not Path(config.data_dir).exists():
-        config.data_dir = None  # relative to where the run was started: use the env
-    checkpoint, progress = directory.last_checkpoint()
-    tasks, eval_tasks = build_tasks(config)
-    input_shape, num_classes = _model_shape(eval_tasks)
-
-    def build():
-        return build_model(config, input_shape=input_shape, num_classes=num_classes)
-
-    model = build()
-    _read_model_weights(checkpoint, model, build)
-    return RestoredRun(
-        config, model, tasks, eval_tasks, checkpoint, progress.completed_epochs,
-        progress.bn_states,
-    )  # fmt: skip
 
 
 def _hidden_weights(model: tf.keras.Model) -> dict[str, np.ndarray]:
@@ -410,10 +167,10 @@ class _Run:
         self.verbose = verbose
         self.progress = (self._resume_point() if resume else None) or Progress()
         self.tasks, self.eval_tasks = build_tasks(config)
-        _check_batch_size(config, self.tasks)
+        check_batch_size(config, self.tasks)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model = self._build_model(synchronized_bn=strategy is not None)
-        _check_meta_layers(config, self.model)
+        check_meta_layers(config, self.model)
         self.batch_norm = TaskBatchNorm(self.model, self.progress.bn_states)
         self.test_data = {t.name: t.test_data(batch_size=1000) for t in self.eval_tasks}
         self.diagnostics = MetaplasticityDiagnostics(
@@ -442,7 +199,7 @@ class _Run:
 
     def _build_model(self, synchronized_bn: bool) -> tf.keras.Model:
         config = self.config
-        input_shape, num_classes = _model_shape(self.eval_tasks)
+        input_shape, num_classes = model_shape(self.eval_tasks)
         with self.strategy.scope():
             model = build_model(
                 config,
@@ -451,7 +208,7 @@ class _Run:
                 synchronized_bn=synchronized_bn,
             )
         if config.initial_weights and not self.progress.checkpoint:
-            _load_initial_weights(
+            load_initial_weights(
                 model,
                 config.initial_weights,
                 lambda: build_model(

@@ -6,7 +6,7 @@ compiled for a set of values. Keras Tuner calls `build` when a tuner is created,
 record the search space. A trial, though, is a whole continual-learning run
 (`tuning.search`): `config_overrides(hp)` turns the same values into `RunConfig` fields,
 and `training.runner.run` builds the same model (both go through
-`training.runner.build_model` and `make_optimizer`) and trains it task after task.
+`training.assembly.build_model` and `make_optimizer`) and trains it task after task.
 `build(tuner.get_best_hyperparameters()[0])` gives the best trial's starting point.
 
 !!! example
@@ -28,8 +28,9 @@ import keras_tuner
 import tensorflow as tf
 
 import zoo  # noqa: F401  (the zoo's models join the registry on import)
+from training.assembly import build_model, make_optimizer
+from training.config import RunConfig
 from training.optimizers import is_binary_variable, layer_name
-from training.runner import RunConfig, build_model, make_optimizer
 from zoo import registry
 from zoo.precision import DEFAULT_PRECISION, check_precision
 from zoo.validation import check_choice, check_positive_int, check_units
@@ -211,7 +212,7 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         """The compiled zoo model with `MetaplasticAdam` for the values in `hp`.
 
         The model and optimizer are those a run of `RunConfig(**config_overrides(hp))`
-        starts from (`training.runner.build_model` with `RunConfig`'s default seed,
+        starts from (`training.assembly.build_model` with `RunConfig`'s default seed,
         `make_optimizer`).
 
         # Arguments

@@ -131,7 +131,7 @@ class ContinualLearningTuner:
     `Hyperband`); `make_tuner` does this. It replaces only `run_trial`: the trial's
     `RunConfig` is `trial_config(base_config, hypermodel, hp)`, and `training.runner.run`
     trains it on every task of the protocol, from the model `hypermodel.build(hp)`
-    returns (both use `training.runner.build_model`; the run seeds it with
+    returns (both use `training.assembly.build_model`; the run seeds it with
     `base_config.seed`).
     The search loop, the reloading of finished trials and the distributed mode are
     Keras Tuner's own.

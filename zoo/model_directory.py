@@ -108,7 +108,9 @@ def seal_card(card: Mapping[str, Any]) -> dict:
 
 def _listed(card: Mapping[str, Any]) -> dict:
     """The card's `files` table as `{relative path: (bytes, sha256)}`."""
-    return {rel: (int(f["bytes"]), str(f["sha256"])) for rel, f in card["files"].items()}
+    return {
+        rel: (int(f["bytes"]), str(f["sha256"])) for rel, f in card["files"].items()
+    }
 
 
 def read_card(directory: PathType) -> dict:

@@ -90,7 +90,9 @@ def register_model(
                 previous.factory.__module__ == factory.__module__
                 and previous.factory.__qualname__ == factory.__qualname__
             )
-            if not same_place:  # a module re-imported (e.g. importlib.reload) may replace
+            if (
+                not same_place
+            ):  # a module re-imported (e.g. importlib.reload) may replace
                 raise ValueError(f"a model named {key!r} is already registered.")
         _MODELS[key] = ModelSpec(
             name=key,

@@ -29,7 +29,9 @@ __all__ = [
 def is_positive_int(value: Any) -> bool:
     """Whether `value` is an integer (not a bool) greater than 0."""
     return (
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value > 0
     )
 
 
@@ -70,7 +72,9 @@ def check_nonnegative_int(value: Any, name: str) -> int:
         ValueError: if `value` is not an integer >= 0 (bools are refused).
     """
     if not (
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value >= 0
     ):
         raise ValueError(f"{name} must be an integer >= 0, got {_shown(value)}.")
     return int(value)
