@@ -52,6 +52,7 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402, F401  (the zoo's models join the registry on import)
+from benchmarks.timing import paired_ratios, summary, synthetic_data  # noqa: E402
 from training.data import load_dataset, make_pipeline  # noqa: E402
 from training.optimizers import MetaplasticAdam  # noqa: E402
 from zoo import registry  # noqa: E402
@@ -79,51 +80,6 @@ QUICK = {
     "mlp_meta-1024": ("mlp_meta", {"hidden_units": (1024, 1024)}, (28, 28, 1), 100, 4),
 }
 PIPELINE_MODEL = "vgg16_meta"
-
-
-def paired_ratios(
-    a: Callable[[], None], b: Callable[[], None], *, pairs: int
-) -> tuple[list[float], list[float], list[float]]:
-    """Times `pairs` pairs of blocks in ABBA order.
-
-    # Returns
-        Per pair: the ratio of block rates `b / a` (= seconds of `a` / seconds of `b`),
-        and the seconds of the `a` block and of the `b` block.
-    """
-    ratios, a_seconds, b_seconds = [], [], []
-    for pair in range(pairs):
-        seconds = {}
-        for block in (a, b) if pair % 2 == 0 else (b, a):
-            start = time.perf_counter()
-            block()
-            seconds[block] = time.perf_counter() - start
-        a_seconds.append(seconds[a])
-        b_seconds.append(seconds[b])
-        ratios.append(seconds[a] / seconds[b])
-    return ratios, a_seconds, b_seconds
-
-
-def summary(ratios, a_rates, b_rates, a: str, b: str) -> dict:
-    """Median and best pair ratio, median and best rates, and the raw pairs."""
-    return {
-        "ratio": statistics.median(ratios),
-        "ratio_best": max(ratios),
-        f"{a}_per_s": statistics.median(a_rates),
-        f"{a}_per_s_best": max(a_rates),
-        f"{b}_per_s": statistics.median(b_rates),
-        f"{b}_per_s_best": max(b_rates),
-        "pair_ratios": ratios,
-        f"{a}_blocks_per_s": a_rates,
-        f"{b}_blocks_per_s": b_rates,
-    }
-
-
-def synthetic_data(input_shape, batch_size: int) -> tf.data.Dataset:
-    """Eight fixed batches in memory, repeated: no input pipeline cost."""
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(batch_size * 8, *input_shape)).astype("float32")
-    y = rng.integers(0, 10, batch_size * 8).astype("int64")
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache().repeat()
 
 
 def compiled_model(factory: str, kwargs: dict, input_shape, precision: str):

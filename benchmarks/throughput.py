@@ -26,22 +26,20 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 import zoo.layers  # noqa: E402
+from benchmarks.timing import paired_ratios, summary, synthetic_data  # noqa: E402
 from training.optimizers import MetaplasticAdam  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -71,50 +69,6 @@ QUICK = {
 # The update microbenchmark: kernel width, updates per timed block.
 UPDATE_WIDTH, UPDATE_STEPS = 4096, 5
 QUICK_UPDATE_WIDTH, QUICK_UPDATE_STEPS = 512, 20
-
-
-def paired_ratios(
-    adam: Callable[[], None], metaplastic: Callable[[], None], *, pairs: int
-) -> tuple[list[float], list[float], list[float]]:
-    """Times `pairs` pairs of blocks in ABBA order.
-
-    # Arguments
-        adam: runs one timed block with Adam.
-        metaplastic: runs one timed block with MetaplasticAdam.
-        pairs: number of adjacent pairs of blocks.
-
-    # Returns
-        Per pair: the ratio of block rates `metaplastic / adam`, and the seconds of the
-        Adam block and of the MetaplasticAdam block.
-    """
-    ratios, adam_seconds, meta_seconds = [], [], []
-    for pair in range(pairs):
-        seconds = {}
-        order = (adam, metaplastic) if pair % 2 == 0 else (metaplastic, adam)
-        for block in order:
-            start = time.perf_counter()
-            block()
-            seconds[block] = time.perf_counter() - start
-        adam_seconds.append(seconds[adam])
-        meta_seconds.append(seconds[metaplastic])
-        ratios.append(seconds[adam] / seconds[metaplastic])
-    return ratios, adam_seconds, meta_seconds
-
-
-def summary(
-    ratios: list[float], adam_rates: list[float], meta_rates: list[float], unit: str
-) -> dict:
-    """Median and best pair ratio, median rates in `unit`, and the raw pairs."""
-    return {
-        "ratio": statistics.median(ratios),
-        "ratio_best": max(ratios),
-        "unit": unit,
-        "adam_per_s": statistics.median(adam_rates),
-        "metaplastic_per_s": statistics.median(meta_rates),
-        "pair_ratios": ratios,
-        "adam_blocks_per_s": adam_rates,
-        "metaplastic_blocks_per_s": meta_rates,
-    }
 
 
 def binary_kernel(width: int) -> tf.Variable:
@@ -174,6 +128,8 @@ def benchmark_update(*, width: int, steps: int, jit_compile: bool, pairs: int) -
             ratios,
             [steps / s for s in adam_s],
             [steps / s for s in meta_s],
+            "adam",
+            "metaplastic",
             unit="updates/s",
         ),
     }
@@ -185,14 +141,6 @@ def benchmark_update(*, width: int, steps: int, jit_compile: bool, pairs: int) -
         flush=True,
     )
     return result
-
-
-def synthetic_data(input_shape: tuple[int, ...], batch_size: int) -> tf.data.Dataset:
-    """Eight random batches, repeated forever."""
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(batch_size * 8, *input_shape)).astype("float32")
-    y = rng.integers(0, 10, batch_size * 8)
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache().repeat()
 
 
 def benchmark_training(
@@ -247,6 +195,8 @@ def benchmark_training(
             ratios,
             [samples / s for s in adam_s],
             [samples / s for s in meta_s],
+            "adam",
+            "metaplastic",
             unit="samples/s",
         ),
     }
