@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import platform
 import statistics
@@ -41,7 +40,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,12 +50,17 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402, F401  (the zoo's models join the registry on import)
-from benchmarks.timing import paired_ratios, summary, synthetic_data  # noqa: E402
+from benchmarks.report import write_results  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    paired_ratios,
+    summary,
+    synthetic_data,
+    training_block,
+)  # noqa: E402
 from training.data import load_dataset, make_pipeline  # noqa: E402
 from training.optimizers import MetaplasticAdam  # noqa: E402
 from zoo import registry  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LEARNING_RATE, META = 0.005, 1.35
 # Bytes an Adam-type update moves per float32 parameter: reads the variable, m, v and
 # the gradient, writes the variable, m and v.
@@ -92,17 +95,6 @@ def compiled_model(factory: str, kwargs: dict, input_shape, precision: str):
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
-
-
-def training_block(train_step, batches, steps: int) -> Callable[[], None]:
-    def block():
-        for _ in range(steps):
-            logs = train_step(batches)
-        float(logs["loss"])  # wait for the last step
-
-    for _ in range(2):  # tracing, allocation
-        block()
-    return block
 
 
 def benchmark_training(name: str, config, *, pairs: int) -> dict:
@@ -467,28 +459,18 @@ def main(argv=None) -> int:
     if args.only in (None, "onednn") and not args.quick:
         results.append(benchmark_onednn(PIPELINE_MODEL))
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    output = args.output or RESULTS_DIR / f"precision-{stamp}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "date": stamp,
-                "method": "median over ABBA pairs of the per-pair ratio of block "
-                "rates (bf16/float32, or real/synthetic); ratio_best is the best pair",
-                "tensorflow": tf.__version__,
-                "machine": platform.machine(),
-                "processor": _processor(),
-                "cpus": os.cpu_count(),
-                "command": sys.argv,
-                "pairs": pairs,
-                "memory": bandwidth,
-                "results": results,
-            },
-            indent=2,
-        )
+    write_results(
+        "precision",
+        {
+            "method": "median over ABBA pairs of the per-pair ratio of block "
+            "rates (bf16/float32, or real/synthetic); ratio_best is the best pair",
+            "processor": _processor(),
+            "pairs": pairs,
+            "memory": bandwidth,
+            "results": results,
+        },
+        output=args.output,
     )
-    print(f"wrote {output}")
     return 0
 
 

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,11 +40,10 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.report import write_results  # noqa: E402
 from training.config import RunConfig  # noqa: E402
 from training.runner import run  # noqa: E402
 from zoo.precision import PRECISIONS  # noqa: E402
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # name -> (RunConfig.from_preset arguments, tolerance in accuracy points)
 SETTINGS = {
@@ -182,23 +179,15 @@ def main(argv=None) -> int:
         )
         for name in args.settings or list(SETTINGS)
     ]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    output = args.output or RESULTS_DIR / f"precision_parity-{stamp}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "date": stamp,
-                "tensorflow": tf.__version__,
-                "command": sys.argv,
-                "epochs_override": args.epochs,
-                "all_within_tolerance": all(r["within_tolerance"] for r in results),
-                "results": results,
-            },
-            indent=2,
-        )
+    write_results(
+        "precision_parity",
+        {
+            "epochs_override": args.epochs,
+            "all_within_tolerance": all(r["within_tolerance"] for r in results),
+            "results": results,
+        },
+        output=args.output,
     )
-    print(f"wrote {output}")
     return 0
 
 

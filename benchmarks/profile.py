@@ -29,15 +29,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,10 +46,10 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
+from benchmarks.report import write_results  # noqa: E402
 from benchmarks.timing import synthetic_data  # noqa: E402
 from training.optimizers import MetaplasticAdam  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LEARNING_RATE, META = 0.005, 1.35  # the paper's permuted-MNIST settings
 PRECISIONS = ("float32", "bf16")
 TOP_OPS = 10
@@ -414,33 +411,23 @@ def main(argv: list[str] | None = None) -> int:
                     f"{op['type']:<30} {op['name']}"
                 )
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    output = args.output or RESULTS_DIR / f"profile-{stamp}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "date": stamp,
-                "method": "step_ms: median of individually timed steps without the "
-                "profiler; ops: self time of the trace's op events per profiled step, "
-                "shares of the summed op time (two executor threads run ops side by "
-                "side, so op time may exceed the step); peak_gflops: median GFLOPS of "
-                "the microbenchmark of the model's main op (conv or matmul) in the "
-                "same precision, one call after each timed step; share_of_limit: "
-                "median over these (step, call) pairs of achieved / peak",
-                "tensorflow": tf.__version__,
-                "machine": platform.machine(),
-                "cpus": os.cpu_count(),
-                "load_average": list(load),
-                "load_average_after": list(os.getloadavg()),
-                "command": sys.argv,
-                "peak": peak,
-                "results": results,
-            },
-            indent=2,
-        )
+    write_results(
+        "profile",
+        {
+            "method": "step_ms: median of individually timed steps without the "
+            "profiler; ops: self time of the trace's op events per profiled step, "
+            "shares of the summed op time (two executor threads run ops side by "
+            "side, so op time may exceed the step); peak_gflops: median GFLOPS of "
+            "the microbenchmark of the model's main op (conv or matmul) in the "
+            "same precision, one call after each timed step; share_of_limit: "
+            "median over these (step, call) pairs of achieved / peak",
+            "load_average": list(load),
+            "load_average_after": list(os.getloadavg()),
+            "peak": peak,
+            "results": results,
+        },
+        output=args.output,
     )
-    print(f"wrote {output}")
     return 0
 
 

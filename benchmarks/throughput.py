@@ -23,12 +23,9 @@ JSON to `benchmarks/results/`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,10 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 import zoo.layers  # noqa: E402
-from benchmarks.timing import paired_ratios, summary, synthetic_data  # noqa: E402
+from benchmarks.report import write_results  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    paired_ratios,
+    summary,
+    synthetic_data,
+    training_block,
+)
 from training.optimizers import MetaplasticAdam  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LEARNING_RATE, META = 0.005, 1.35  # the paper's permuted-MNIST settings
 
 # name -> (factory, factory kwargs, input shape, batch size, steps per timed block)
@@ -168,17 +170,11 @@ def benchmark_training(
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=jit_compile,
         )
-        train_step = model.make_train_function()  # what `fit` calls once per step
-        batches = iter(synthetic_data(input_shape, batch_size))
-
-        def block(train_step=train_step, batches=batches):
-            for _ in range(steps):
-                logs = train_step(batches)
-            float(logs["loss"])  # wait for the last step
-
-        for _ in range(2):  # tracing, XLA compilation, allocation
-            block()
-        blocks[key] = block
+        blocks[key] = training_block(
+            model.make_train_function(),
+            iter(synthetic_data(input_shape, batch_size)),
+            steps,
+        )
     ratios, adam_s, meta_s = paired_ratios(
         blocks["adam"], blocks["metaplastic_adam"], pairs=pairs
     )
@@ -271,26 +267,16 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    output = args.output or RESULTS_DIR / f"throughput-{stamp}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "date": stamp,
-                "method": "median over ABBA pairs of the per-pair ratio "
-                "metaplastic/adam of block rates; ratio_best is the best pair",
-                "tensorflow": tf.__version__,
-                "machine": platform.machine(),
-                "cpus": os.cpu_count(),
-                "command": sys.argv,
-                "pairs": pairs,
-                "results": results,
-            },
-            indent=2,
-        )
+    write_results(
+        "throughput",
+        {
+            "method": "median over ABBA pairs of the per-pair ratio "
+            "metaplastic/adam of block rates; ratio_best is the best pair",
+            "pairs": pairs,
+            "results": results,
+        },
+        output=args.output,
     )
-    print(f"wrote {output}")
     return 0
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["paired_ratios", "summary", "synthetic_data"]
+__all__ = ["paired_ratios", "summary", "synthetic_data", "training_block"]
 
 
 def paired_ratios(
@@ -94,3 +94,28 @@ def synthetic_data(input_shape: tuple[int, ...], batch_size: int) -> tf.data.Dat
     x = rng.uniform(size=(batch_size * 8, *input_shape)).astype("float32")
     y = rng.integers(0, 10, batch_size * 8).astype("int64")
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache().repeat()
+
+
+def training_block(
+    train_step: Callable, batches, steps: int, *, warmup: int = 2
+) -> Callable[[], None]:
+    """A timed block of `steps` training steps, run `warmup` times first.
+
+    # Arguments
+        train_step: `model.make_train_function()`, what `fit` calls once per step.
+        batches: an iterator of batches (e.g. `iter(synthetic_data(...))`).
+        steps: training steps per block.
+        warmup: blocks run before timing (tracing, XLA compilation, allocation).
+
+    # Returns
+        A function running one block and waiting for its last step.
+    """
+
+    def block():
+        for _ in range(steps):
+            logs = train_step(batches)
+        float(logs["loss"])  # wait for the last step
+
+    for _ in range(warmup):
+        block()
+    return block
