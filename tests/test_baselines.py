@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import zoo
 from training.baselines import (
+    CONSOLIDATION_TARGETS,
     ElasticWeightConsolidation,
     SynapticIntelligence,
     consolidated_variables,
@@ -148,21 +149,66 @@ def test_fisher_is_computed_at_the_binarized_weights():
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6)
 
 
-def test_ewc_accumulators_equal_the_sum_over_tasks():
-    model = MODELS["mlp_meta"]()
+def mixed_model(seed=0):
+    """A binary dense layer (kernel binarized, no bias), BatchNorm, then a float dense
+    layer with bias: one binarized and two real-valued consolidated variables."""
+    tf.keras.utils.set_random_seed(seed)
+    inputs = tf.keras.Input((5,))
+    x = layers.binary_dense(4, first=True, name="dense_1")(inputs)
+    x = layers.batch_norm(name="bn_1")(x)
+    return tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="dense_out")(x))
+
+
+def np_sign(w):
+    """Larq's sign: sign(0) = +1."""
+    return np.where(np.asarray(w) >= 0, 1.0, -1.0)
+
+
+def compared(variables, on):
+    """What the penalty compares, re-derived: sign(Wh) of binary kernels with
+    `on="binary"`, the (hidden) weights otherwise."""
+    binary = [hasattr(v, "latent_variable") and on == "binary" for v in variables]
+    return lambda index, w: np_sign(w) if binary[index] else np.asarray(w, "float64")
+
+
+def test_consolidation_targets():
+    assert CONSOLIDATION_TARGETS == ("binary", "latent")
+    model = mixed_model()
     variables = consolidated_variables(model)
-    ewc = ElasticWeightConsolidation(variables, ewc_lambda=7.0)
+    assert [v.name for v in variables] == [
+        "dense_1/kernel:0",
+        "dense_out/kernel:0",
+        "dense_out/bias:0",
+    ]
+    for on, binarized in (("binary", [True, False, False]), ("latent", [False] * 3)):
+        for baseline in ("ewc", "ewc_random", "si"):
+            consolidation = with_baseline(model, baseline, on=on).consolidation
+            assert consolidation.on == on and consolidation.binarized == binarized
+    assert with_baseline(model, "ewc").consolidation.on == "binary"  # the default
+    assert with_baseline(model, "si").consolidation.on == "binary"
+    float_model = MODELS["mlp_float"]()
+    assert not any(
+        with_baseline(float_model, "ewc", on="binary").consolidation.binarized
+    )
+
+
+@pytest.mark.parametrize("on", CONSOLIDATION_TARGETS)
+def test_ewc_accumulators_equal_the_sum_over_tasks(on):
+    model = mixed_model()
+    variables = consolidated_variables(model)
+    target = compared(variables, on)
+    ewc = ElasticWeightConsolidation(variables, ewc_lambda=7.0, on=on)
     rng = np.random.default_rng(0)
     fishers, anchors = [], []
     for _ in range(3):
         for var in variables:
             var.assign(rng.normal(size=var.shape))
         fishers.append([rng.uniform(0, 2, v.shape) for v in variables])
-        anchors.append([v.numpy().astype("float64") for v in variables])
+        anchors.append([target(i, v.numpy()) for i, v in enumerate(variables)])
         ewc.add_task(variables, fishers[-1])
     for var in variables:
         var.assign(rng.normal(size=var.shape))
-    w = [v.numpy().astype("float64") for v in variables]
+    w = [target(i, v.numpy()) for i, v in enumerate(variables)]
 
     penalty, gradients = ewc.penalty_and_gradients(variables)
     expected_penalty = sum(
@@ -178,6 +224,182 @@ def test_ewc_accumulators_equal_the_sum_over_tasks():
         )
         np.testing.assert_allclose(g.numpy(), expected, rtol=1e-5, atol=1e-5)
     assert int(ewc.tasks_consolidated.numpy()) == 3
+
+
+def flip(var, entries, scale=1.0):
+    """Multiplies the hidden weights by `scale`, then flips the signs of `entries`."""
+    w = _latent_numpy(var) * scale
+    for entry in entries:
+        w[entry] = -w[entry]
+    var.assign(w)
+
+
+def _latent_numpy(var):
+    return getattr(var, "latent_variable", var).numpy().copy()
+
+
+@pytest.mark.parametrize("baseline", ["ewc", "si"])
+def test_binary_penalty_acts_only_on_flipped_signs(baseline):
+    """The paper's penalty: only binary weights whose sign differs from the anchor's
+    get a gradient, `lambda F (sign(W) - sign(W*))` (EWC) or `2 c Omega (sign(W) -
+    sign(W*))` (SI), whatever the hidden weights' magnitude (straight-through,
+    unclipped); real-valued variables keep the quadratic penalty on their values."""
+    model = mixed_model(seed=1)
+    variables = consolidated_variables(model)
+    kernel = variables[0]
+    rng = np.random.default_rng(2)
+    importance = [rng.uniform(0.5, 2.0, v.shape) for v in variables]
+    anchors = [_latent_numpy(v) for v in variables]
+    if baseline == "ewc":
+        consolidation = ElasticWeightConsolidation(variables, ewc_lambda=3.0)
+        consolidation.add_task(variables, importance)
+        scale = 3.0  # lambda F (V - V*), V = sign(Wh) or W
+    else:
+        consolidation = SynapticIntelligence(variables, c=0.5)  # anchor: W now
+        for var, i in zip(consolidation.importance, importance):
+            var.assign(i)
+        scale = 2 * 0.5  # 2 c Omega (V - V*)
+
+    # Larger hidden weights of the same signs: the binary network is unchanged.
+    flip(kernel, [], scale=4.0)
+    penalty, gradients = consolidation.penalty_and_gradients(variables)
+    assert abs(float(penalty)) < 1e-5  # float32 rounding of the real-valued terms
+    np.testing.assert_array_equal(gradients[0].numpy(), 0.0)
+
+    flipped = [(0, 0), (2, 3), (4, 1)]
+    flip(kernel, flipped, scale=0.5)
+    for var in variables[1:]:  # float variables move without flipping
+        var.assign(var.numpy() + 0.25)
+    penalty, gradients = consolidation.penalty_and_gradients(variables)
+    sign_now, sign_then = np_sign(_latent_numpy(kernel)), np_sign(anchors[0])
+    expected = np.zeros(kernel.shape)
+    for entry in flipped:
+        assert sign_now[entry] != sign_then[entry]
+        expected[entry] = scale * importance[0][entry] * 2 * sign_now[entry]
+    np.testing.assert_allclose(gradients[0].numpy(), expected, rtol=1e-6)
+    assert np.count_nonzero(gradients[0].numpy()) == len(flipped)
+    for g, i in zip(gradients[1:], importance[1:]):
+        np.testing.assert_allclose(g.numpy(), scale * i * 0.25, rtol=1e-5)
+    half = 0.5 if baseline == "ewc" else 1.0  # EWC: lambda / 2; SI: c
+    strength = 3.0 if baseline == "ewc" else 0.5
+    expected_penalty = (
+        strength
+        * half
+        * (
+            sum(4.0 * importance[0][e] for e in flipped)
+            + sum(np.sum(i * 0.25**2) for i in importance[1:])
+        )
+    )
+    np.testing.assert_allclose(float(penalty), expected_penalty, rtol=1e-5)
+
+    # The same as differentiating the penalty through the kernel's own quantizer,
+    # the zoo's unclipped straight-through sign.
+    with tf.GradientTape() as tape:
+        latent = tf.convert_to_tensor(kernel.latent_variable)
+        tape.watch(latent)
+        binary = kernel.quantizer(latent)
+        difference = binary - tf.constant(sign_then, tf.float32)
+        value = (
+            strength
+            * half
+            * tf.reduce_sum(tf.constant(importance[0], tf.float32) * difference**2)
+        )
+    np.testing.assert_allclose(
+        tape.gradient(value, latent).numpy(), gradients[0].numpy(), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("baseline", ["ewc", "si"])
+def test_float_models_are_penalized_alike_for_both_targets(baseline):
+    model = MODELS["mlp_float"]()
+    variables = consolidated_variables(model)
+    x, y = toy_data((6,))
+    results = []
+    for on in CONSOLIDATION_TARGETS:
+        tf.keras.utils.set_random_seed(0)
+        for var in variables:
+            var.assign(tf.random.normal(var.shape))
+        wrapped = with_baseline(model, baseline, on=on, fisher_samples=30)
+        if baseline == "si":
+            for var in wrapped.consolidation.path_integral:
+                var.assign(tf.random.uniform(var.shape))
+        wrapped.consolidate((x, y))
+        for var in variables:
+            var.assign_add(tf.random.normal(var.shape, stddev=0.1))
+        penalty, gradients = wrapped.consolidation.penalty_and_gradients(variables)
+        results.append((float(penalty), [g.numpy() for g in gradients]))
+    (binary_penalty, binary), (latent_penalty, latent) = results
+    assert latent_penalty > 0
+    np.testing.assert_allclose(binary_penalty, latent_penalty, rtol=1e-6)
+    for a, b in zip(binary, latent):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("baseline", ["ewc", "si"])
+@pytest.mark.parametrize("on", CONSOLIDATION_TARGETS)
+def test_penalty_gradient_is_added_to_the_hidden_weights_before_the_step(baseline, on):
+    """One SGD step of `fit`: every variable moves by -lr (task gradient + penalty
+    gradient), the penalty gradient re-derived in NumPy (for `on="binary"`, on the
+    binarized kernel, passed straight through to its hidden weights)."""
+    model = mixed_model(seed=2)
+    variables = consolidated_variables(model)
+    x, y = toy_data((5,), n=16, seed=3)
+    target = compared(variables, on)
+    strength, lr = 2.0, 0.1
+    rng = np.random.default_rng(4)
+    importance = [rng.uniform(0.5, 2.0, v.shape) for v in variables]
+    anchors = [target(i, _latent_numpy(v)) for i, v in enumerate(variables)]
+    if baseline == "ewc":
+        wrapped = with_baseline(model, "ewc", ewc_lambda=strength, on=on)
+        wrapped.consolidation.add_task(variables, importance)
+        factor = strength
+    else:
+        wrapped = with_baseline(model, "si", si_c=strength, on=on)
+        for var, i in zip(wrapped.consolidation.importance, importance):
+            var.assign(i)
+        factor = 2 * strength
+    flip(variables[0], [(0, 0), (1, 2), (3, 3)], scale=0.7)
+    for var in variables[1:]:
+        var.assign(var.numpy() - 0.2)
+
+    before = [_latent_numpy(v).astype("float64") for v in model.trainable_variables]
+    with tf.GradientTape() as tape:
+        task_loss = LOSS(y, model(x, training=True))
+    task_gradients = tape.gradient(task_loss, model.trainable_variables)
+    penalty_gradients = {
+        id(v): factor * i * (target(k, _latent_numpy(v)) - a)
+        for k, (v, i, a) in enumerate(zip(variables, importance, anchors))
+    }
+    assert np.any(penalty_gradients[id(variables[0])] != 0)
+    wrapped.compile(tf.keras.optimizers.legacy.SGD(lr), LOSS)
+    wrapped.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for var, w, g in zip(model.trainable_variables, before, task_gradients):
+        expected = w - lr * (g.numpy() + penalty_gradients.get(id(var), 0.0))
+        np.testing.assert_allclose(
+            _latent_numpy(var), expected, rtol=1e-5, atol=1e-6, err_msg=var.name
+        )
+
+
+def test_binary_si_keeps_its_path_integral_and_anchor_on_hidden_weights():
+    """Omega's denominator and the anchor are hidden weights (reference
+    `update_omega`); only the penalty compares signs."""
+    model = mixed_model(seed=5)
+    variables = consolidated_variables(model)
+    si = SynapticIntelligence(variables, c=1.0, xi=0.1, on="binary")
+    start = [_latent_numpy(v) for v in variables]
+    rng = np.random.default_rng(6)
+    omega = [rng.normal(size=v.shape) for v in variables]
+    for var, o in zip(si.path_integral, omega):
+        var.assign(o)
+    flip(variables[0], [(1, 1)], scale=1.5)
+    end = [_latent_numpy(v) for v in variables]
+    si.consolidate(model)
+    for var, o, s, e in zip(si.importance, omega, start, end):
+        np.testing.assert_allclose(var.numpy(), o / ((e - s) ** 2 + 0.1), rtol=1e-5)
+    for var, e in zip(si.anchor, end):
+        np.testing.assert_array_equal(var.numpy(), e)
+    for var in si.path_integral:
+        np.testing.assert_array_equal(var.numpy(), 0.0)
 
 
 def test_random_consolidation_permutes_each_layer():
@@ -249,14 +471,15 @@ def simulate(baseline, w, b, tasks, steps, lr, strength, xi=0.1):
     return params, penalties, (a, bsum, csum), (omega, importance, anchor)
 
 
+@pytest.mark.parametrize("on", CONSOLIDATION_TARGETS)
 @pytest.mark.parametrize("baseline, strength", [("ewc", 3.0), ("si", 2.0)])
-def test_training_with_a_baseline_follows_numpy(baseline, strength):
+def test_training_with_a_baseline_follows_numpy(baseline, strength, on):
     model = linear_model(seed=3)
     w0, b0 = (v.numpy().astype("float64") for v in model.trainable_variables)
     tasks = [toy_data((4,), n=32, seed=s) for s in (1, 2, 3)]
     steps, lr = 4, 0.5
     kwargs = {"ewc_lambda": strength} if baseline == "ewc" else {"si_c": strength}
-    wrapped = with_baseline(model, baseline, **kwargs)
+    wrapped = with_baseline(model, baseline, on=on, **kwargs)
     histories = []
     for x, y in tasks:
         wrapped.compile(tf.keras.optimizers.legacy.SGD(lr), LOSS)
@@ -318,15 +541,16 @@ def test_logged_loss_is_task_loss_plus_penalty():
     np.testing.assert_allclose(logs["loss"][0], task_loss + float(penalty), rtol=1e-5)
 
 
+@pytest.mark.parametrize("on", CONSOLIDATION_TARGETS)
 @pytest.mark.parametrize("baseline", ["ewc_random", "si"])
-def test_metaplastic_adam_and_xla(baseline):
+def test_metaplastic_adam_and_xla(baseline, on):
     x, y = toy_data((6,), n=40, seed=6)
 
     def train(jit_compile, strength=1.0):
         tf.keras.utils.set_random_seed(0)
         model = zoo.mlp_meta(hidden_units=(12, 10), input_shape=(6,), num_classes=3)
         key = "si_c" if baseline == "si" else "ewc_lambda"
-        wrapped = with_baseline(model, baseline, **{key: strength})
+        wrapped = with_baseline(model, baseline, on=on, **{key: strength})
         for task in range(2):
             wrapped.compile(
                 MetaplasticAdam(0.05, meta=1.35), LOSS, jit_compile=jit_compile
@@ -342,9 +566,10 @@ def test_metaplastic_adam_and_xla(baseline):
     assert not all(np.allclose(a, b) for a, b in zip(graph, unregularized))
 
 
-def test_consolidated_model_shares_layers_and_checkpoints_accumulators(tmp_path):
+@pytest.mark.parametrize("on", CONSOLIDATION_TARGETS)
+def test_consolidated_model_shares_layers_and_checkpoints_accumulators(tmp_path, on):
     model = MODELS["mlp_meta"]()
-    wrapped = with_baseline(model, "si")
+    wrapped = with_baseline(model, "si", on=on)
     assert [layer.name for layer in wrapped.layers] == [
         layer.name for layer in model.layers
     ]
@@ -362,11 +587,48 @@ def test_consolidated_model_shares_layers_and_checkpoints_accumulators(tmp_path)
         n for n in names if n.startswith("model/consolidation/")
     }
 
-    fresh = with_baseline(MODELS["mlp_meta"](), "si")
+    fresh = with_baseline(MODELS["mlp_meta"](), "si", on=on)
     tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
     for var in fresh.consolidation.importance:
         np.testing.assert_array_equal(var.numpy(), 2.5)
     for a, b in zip(fresh.consolidation.anchor, wrapped.consolidation.anchor):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("baseline", ["ewc", "ewc_random", "si"])
+@pytest.mark.parametrize("on", CONSOLIDATION_TARGETS)
+def test_restored_consolidation_gives_the_same_penalty(tmp_path, baseline, on):
+    """A checkpoint of the consolidation state (both targets: the same structure)
+    restores the penalty and its gradients exactly."""
+    x, y = toy_data((6,), n=40, seed=7)
+
+    def build():
+        tf.keras.utils.set_random_seed(0)
+        return with_baseline(
+            MODELS["mlp_meta"](), baseline, on=on, fisher_samples=40, seed=3
+        )
+
+    wrapped = build()
+    wrapped.compile(tf.keras.optimizers.legacy.SGD(0.05), LOSS)
+    for task in range(2):
+        wrapped.fit(x, (y + task) % 3, batch_size=8, epochs=1, verbose=0)
+        wrapped.consolidate((x, (y + task) % 3))
+    wrapped.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = tf.train.Checkpoint(model=wrapped).write(str(tmp_path / "ckpt"))
+    variables = consolidated_variables(wrapped)
+    penalty, gradients = wrapped.consolidation.penalty_and_gradients(variables)
+    assert float(penalty) > 0
+
+    fresh = build()  # not compiled: the checkpoint's optimizer is left unread
+    status = tf.train.Checkpoint(model=fresh).read(path)
+    status.assert_existing_objects_matched().expect_partial()
+    assert fresh.consolidation.on == on
+    assert int(fresh.consolidation.tasks_consolidated.numpy()) == 2
+    restored, restored_gradients = fresh.consolidation.penalty_and_gradients(
+        consolidated_variables(fresh)
+    )
+    assert float(restored) == float(penalty)
+    for a, b in zip(restored_gradients, gradients):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
@@ -389,6 +651,8 @@ def test_distribution_strategy_is_refused(mirrored_strategy):
         ({"baseline": "ewc", "fisher_samples": 0}, "num_samples must be a positive"),
         ({"baseline": "si", "si_c": -0.1}, "si_c must be a finite number >= 0"),
         ({"baseline": "si", "si_xi": 0.0}, "si_xi must be a finite number > 0"),
+        ({"baseline": "ewc", "on": "sign"}, "on must be one of"),
+        ({"baseline": "si", "on": None}, "on must be one of"),
     ],
 )
 def test_invalid_arguments(kwargs, message):

@@ -9,8 +9,14 @@ import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.plugins.histogram import summary_v2 as histogram_summary
 
-from training.callbacks import MetaplasticityDiagnostics, _signs
+from training.callbacks import (
+    MetaplasticityDiagnostics,
+    _histogram_buckets,
+    _negative,
+    _signs,
+)
 
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 QUANTILES = (0.5, 0.9, 0.99)
@@ -123,13 +129,41 @@ def test_zero_sign_matches_larq():
     assert _signs(w).dtype == np.int8
 
 
+def test_negative_differs_exactly_where_signs_differ():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=1000).astype("float32")
+    a[:4] = [0.0, -0.0, np.nan, -1e-30]
+    b = np.where(rng.random(1000) < 0.3, -a, a)
+    np.testing.assert_array_equal(_negative(a) != _negative(b), _signs(a) != _signs(b))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(1).normal(size=(300, 70)).astype("float32"),
+        np.random.default_rng(2).uniform(-3, 1, size=1001),
+        np.array([0.5, 0.5, 0.5], "float32"),  # a single value
+        np.array([-1.0, 2.0]),
+        np.arange(30.0),  # values on the bucket edges
+    ],
+)
+def test_histogram_buckets_are_tensorboards(values):
+    expected = histogram_summary._buckets(tf.constant(values)).numpy()
+    buckets = _histogram_buckets(values)
+    assert buckets.shape == expected.shape == (30, 3) and buckets.dtype == np.float64
+    np.testing.assert_array_equal(buckets[:, 2], expected[:, 2])  # counts
+    np.testing.assert_allclose(buckets[:, :2], expected[:, :2], rtol=1e-15)
+    assert buckets[-1, 1] == expected[-1, 1] == values.max()
+
+
 def read_csv(path):
     with open(path, newline="") as file:
         return list(csv.DictReader(file))
 
 
-def read_scalars(log_dir):
-    """Tag -> {step: value} of the scalar summaries, and the set of histogram tags."""
+def read_scalars(log_dir, histogram_values=None):
+    """Tag -> {step: value} of the scalar summaries, and the set of histogram tags;
+    fills `histogram_values` (if given) with {(tag, step): buckets}."""
     scalars, histograms = {}, set()
     for event_file in glob.glob(f"{log_dir}/events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(event_file):
@@ -137,6 +171,8 @@ def read_scalars(log_dir):
                 array = tf.make_ndarray(value.tensor)
                 if value.metadata.plugin_data.plugin_name == "histograms":
                     histograms.add(value.tag)
+                    if histogram_values is not None:
+                        histogram_values[value.tag, event.step] = array
                 else:
                     scalars.setdefault(value.tag, {})[event.step] = float(array)
     return scalars, histograms
@@ -179,9 +215,16 @@ def test_fit_writes_csv_columns_and_tensorboard(tmp_path):
             final.max(), rel=1e-6
         )
 
-    scalars, histograms = read_scalars(tmp_path / "tb")
+    buckets = {}
+    scalars, histograms = read_scalars(tmp_path / "tb", buckets)
     assert set(scalars) == keys
     assert histograms == {"bin_a/wh", "bin_b/wh"}
+    # Every epoch, the buckets `tf.summary.histogram` would write.
+    assert sorted(buckets) == [(t, e) for t in ("bin_a/wh", "bin_b/wh") for e in (0, 1)]
+    final = model.get_layer("bin_b").kernel.numpy()
+    expected = histogram_summary._buckets(tf.constant(final)).numpy()
+    np.testing.assert_array_equal(buckets["bin_b/wh", 1][:, 2], expected[:, 2])
+    np.testing.assert_allclose(buckets["bin_b/wh", 1], expected, rtol=1e-15)
     assert scalars["flipped"] == {
         0: pytest.approx(callback.history[0]["flipped"]),
         1: pytest.approx(callback.history[1]["flipped"]),

@@ -77,11 +77,17 @@ def test_fields_are_normalised():
 
 
 def test_presets_are_the_papers_settings():
+    # Fig. 2: 6 tasks x 40 epochs at 4096-4096, weight decay 1e-7 (authors' README).
     assert preset("permuted", "mnist") == dict(
-        meta=1.35, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=10
-    )
+        meta=1.35, learning_rate=0.005, batch_size=100, epochs=40, num_tasks=6,
+        hidden_units=(4096, 4096), weight_decay=1e-7,
+    )  # fmt: skip
     assert preset("stream", "fashion-mnist")["meta"] == 2.5
     assert preset("stream", "/data/CIFAR10.tar.gz")["model"] == "vgg_small_meta"
+    assert preset("stream", "cifar10")["epochs"] == 200
+    # A sequence is keyed by all its datasets: Fig. 4 and its reverse, else fallback.
+    assert preset("sequence", ("mnist", "fashion-mnist"))["meta"] == 1.5
+    assert preset("sequence", ["fashion_mnist", "mnist"])["epochs"] == 50
     assert preset("sequence", "mnist") == dict(FALLBACK_PRESET)
     copy = preset("stream", "cifar10")
     copy["meta"] = 0.0  # a copy: the preset itself is read-only
@@ -90,18 +96,49 @@ def test_presets_are_the_papers_settings():
         PRESETS[("stream", "cifar10")]["meta"] = 0.0
     with pytest.raises(ValueError, match="protocol must be one of"):
         preset("rotated", "mnist")
-    for (protocol, _), fields in PRESETS.items():
+    for (protocol, key), fields in PRESETS.items():
         assert protocol in PROTOCOLS
-        RunConfig(protocol=protocol, **fields)  # every preset is a valid configuration
+        # every preset is a valid configuration
+        RunConfig(protocol=protocol, datasets=tuple(key.split("+")), **fields)
 
 
 def test_from_preset():
     config = RunConfig.from_preset("stream", ("cifar10",), epochs=2, run_dir="r")
-    assert (config.meta, config.batch_size, config.augment) == (13.0, 64, "flip_crop")
+    assert (config.meta, config.batch_size) == (13.0, 64)
+    assert config.augment == "flip_rotate_or_crop" and config.weight_decay == 0.0
     assert (config.epochs, config.run_dir) == (2, "r")
     assert RunConfig.from_preset("sequence").datasets == DEFAULT_DATASETS["sequence"]
+    assert RunConfig.from_preset("sequence").epochs == 50
     permuted = RunConfig.from_preset("permuted")
-    assert (permuted.num_tasks, permuted.epochs) == (10, 20)
+    assert (permuted.num_tasks, permuted.epochs) == (6, 40)
+    assert permuted.hidden_units == (4096, 4096)
+
+
+def test_defaults_are_the_reference_codes_protocol():
+    config = RunConfig()
+    assert config.recalibrate_bn == 0  # BatchNorm statistics saved per task
+    assert config.weight_decay == 1e-7 and config.baseline_on == "binary"
+    assert config.optimizer_per_task is True  # a fresh Adam per task ...
+    assert RunConfig(protocol="stream").optimizer_per_task is False  # ... not a stream
+    assert RunConfig(protocol="stream", optimizer_per_task=True).optimizer_per_task
+    with pytest.raises(ValueError, match="weight_decay must be"):
+        RunConfig(weight_decay=-1e-7)
+    with pytest.raises(ValueError, match="baseline_on must be one of"):
+        RunConfig(baseline_on="sign")
+
+
+def test_old_config_json_keeps_its_behaviour():
+    # Written before weight_decay and baseline_on existed: the code that wrote it had
+    # no weight decay and consolidated the latent weights.
+    saved = RunConfig(baseline="ewc").to_json()
+    for name in ("weight_decay", "baseline_on", "precision"):
+        del saved[name]
+    old = RunConfig.from_json(saved)
+    assert (old.weight_decay, old.baseline_on, old.precision) == (
+        0.0, "latent", "float32",
+    )  # fmt: skip
+    assert RunConfig.saved_identity(saved) == old.identity()
+    assert RunConfig.saved_identity(saved) != RunConfig(baseline="ewc").identity()
 
 
 def test_json_round_trip_and_identity():

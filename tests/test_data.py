@@ -76,12 +76,14 @@ def test_seeded_shuffle_reproducible_and_new_each_epoch():
     np.testing.assert_array_equal(batch[0].numpy(), x[batch[1].numpy()])  # pairs kept
 
 
-def crop_candidates(image, padding=4):
-    """Every flip + pad-and-crop of one image."""
+def crop_candidates(image, padding=4, mode="constant"):
+    """Every flip + pad-and-crop of one image (`mode` as in `np.pad`), in the order
+    (flipped, dy, dx) with dy, dx in 0 ... 2 * padding (padding: no shift)."""
     h, w, _ = image.shape
     candidates = []
     for flipped in (image, image[:, ::-1]):
-        padded = np.pad(flipped, ((padding, padding), (padding, padding), (0, 0)))
+        pads = ((padding, padding), (padding, padding), (0, 0))
+        padded = np.pad(flipped, pads, mode=mode)
         for dy in range(2 * padding + 1):
             for dx in range(2 * padding + 1):
                 candidates.append(padded[dy : dy + h, dx : dx + w])
@@ -145,6 +147,125 @@ def test_flip_rotate_angles_within_15_degrees():
     assert np.abs(angles).max() > 12 and (angles > 0).any() and (angles < 0).any()
 
 
+def augmented(x, *, seed, batch_size=None, epochs_count=1):
+    """The augmented images of `epochs_count` epochs (one batch each), and the labels."""
+    y = np.arange(len(x))
+    pipeline = make_pipeline(
+        x,
+        y,
+        batch_size=batch_size or len(x),
+        augment="flip_rotate_or_crop",
+        seed=seed,
+    )
+    return [
+        (np.concatenate([b[0] for b in run]), np.concatenate([b[1] for b in run]))
+        for run in epochs(pipeline, epochs_count)
+    ]
+
+
+def test_flip_rotate_or_crop_is_registered_with_the_old_ones():
+    assert data.AUGMENTATIONS == ("flip_crop", "flip_rotate", "flip_rotate_or_crop")
+    assert data.REFERENCE_ROTATION_DEGREES == 10.0
+    assert data.ROTATION_PROBABILITY == 0.5 and data.CROP_PADDING == 4
+
+
+def test_flip_rotate_or_crop_keeps_shape_dtype_and_pixel_values():
+    x, _ = toy_images(n=48, size=32)
+    ((images, labels),) = augmented(x, seed=0, batch_size=16)
+    assert images.shape == x.shape and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    # Nearest neighbour and edge replication: every pixel is one of the image's pixels,
+    # or 0 where a rotation leaves the image; never a blend of two pixels.
+    for image, label in zip(images, labels):
+        allowed = np.append(x[label], 0.0)
+        assert np.isin(image, allowed).all()
+    assert sum(not np.array_equal(i, x[k]) for i, k in zip(images, labels)) >= 40
+
+
+def test_flip_rotate_or_crop_is_seeded_and_new_each_epoch():
+    x, _ = toy_images(n=16, size=16)
+    first, again, other = (
+        augmented(x, seed=seed, epochs_count=2) for seed in (5, 5, 6)
+    )
+    for (images, labels), (images_again, labels_again) in zip(first, again):
+        np.testing.assert_array_equal(images, images_again)
+        np.testing.assert_array_equal(labels, labels_again)
+    assert not np.array_equal(first[0][0], first[1][0])  # new draws each epoch
+    assert not np.array_equal(first[0][0], other[0][0])
+
+
+def test_flip_rotate_or_crop_takes_both_branches():
+    """On a white image, a crop (edge replication) stays white; a rotation brings
+    zeros into the corners, unless its angle is below ~1.3 degrees."""
+    x = np.ones((256, 32, 32, 1), np.float32)
+    ((images, _),) = augmented(x, seed=2, batch_size=64)
+    has_zeros = (images == 0.0).any(axis=(1, 2, 3))
+    assert 0.3 < has_zeros.mean() < 0.6  # 0.5 * (1 - 1.3 / 10) = 0.43 expected
+    white = images[~has_zeros]
+    np.testing.assert_array_equal(white, 1.0)
+    corners = images[has_zeros][:, [0, 0, -1, -1], [0, -1, 0, -1], 0]
+    assert (corners == 0.0).mean() > 0.9  # zeros only where rotated out of the image
+
+
+def test_flip_rotate_or_crop_crops_replicate_the_edges():
+    """A tiny 6x6 image of distinct values: the crops are exactly crops of the image
+    padded by replicating its edge pixels (numpy's "edge" mode), never zeros."""
+    image = (np.arange(1, 37, dtype=np.float32) / 36).reshape(6, 6, 1)
+    x = np.repeat(image[None], 256, axis=0)
+    ((images, _),) = augmented(x, seed=4, batch_size=128)
+    edge = crop_candidates(image, mode="edge")
+    crops = {}  # output index -> (dy, dx), the shift of the padded crop
+    for i, output in enumerate(images):
+        matches = np.flatnonzero((edge == output).all(axis=(1, 2, 3)))
+        if matches.size:
+            dy, dx = np.unravel_index(matches[0] % 81, (9, 9))
+            crops[i] = (dy - 4, dx - 4)
+        else:  # not a crop: a rotation, which reads the image or zeros
+            assert np.isin(output, np.append(image, 0.0)).all()
+    # ~half are crops, plus the rotations too small to move a pixel (shift 0, 0).
+    assert len(crops) >= 96
+    dy, dx = np.array(list(crops.values())).T
+    assert {-4, 4} <= set(dy) and {-4, 4} <= set(dx)
+    assert len(set(crops.values())) >= 40
+    assert (images[list(crops)] > 0).all()  # no zero padding
+    # Shifted by 4 down (right), the first 5 rows (columns) all repeat the top row
+    # (left column), where a zero-padded crop has 4 rows (columns) of zeros.
+    down = [i for i, shift in crops.items() if shift[0] == -4]
+    right = [i for i, shift in crops.items() if shift[1] == -4]
+    assert down and right
+    for i in down:
+        np.testing.assert_array_equal(images[i, :5], np.repeat(images[i, :1], 5, 0))
+    for i in right:
+        np.testing.assert_array_equal(
+            images[i, :, :5], np.repeat(images[i, :, :1], 5, 1)
+        )
+
+
+def test_flip_rotate_or_crop_rotates_within_10_degrees():
+    x = np.zeros((128, 33, 33, 1), np.float32)
+    x[:, 16, 6:27, 0] = 1.0  # a horizontal bar through the centre: flips leave it alone
+    ((images, _),) = augmented(x, seed=1, batch_size=64)
+    assert set(np.unique(images)) <= {0.0, 1.0}  # nearest neighbour: no blending
+    weights = images[..., 0]
+    rows, cols = np.mgrid[:33, :33].astype(float)
+    total = weights.sum((1, 2))
+    # Central moments (about the bar's centroid: a crop shifts it, rotations do not).
+    row_mean = (weights * rows).sum((1, 2)) / total
+    col_mean = (weights * cols).sum((1, 2)) / total
+    r, c = rows - row_mean[:, None, None], cols - col_mean[:, None, None]
+    mu20, mu02 = (weights * c**2).sum((1, 2)), (weights * r**2).sum((1, 2))
+    mu11 = (weights * r * c).sum((1, 2))
+    angles = np.degrees(0.5 * np.arctan2(2 * mu11, mu20 - mu02))
+    # Up to 10 degrees (the moments of a pixelated bar overshoot a little); the
+    # bilinear "flip_rotate" goes up to 15.
+    assert np.abs(angles).max() <= 11.0
+    assert np.abs(angles).max() > 7 and (angles > 2).any() and (angles < -2).any()
+    # Crops keep the bar horizontal and whole, as do rotations below ~2.9 degrees.
+    flat = np.abs(angles) < 1e-6
+    assert 0.3 < flat.mean() < 0.75
+    np.testing.assert_array_equal(total[flat], 21.0)
+
+
 def test_pipeline_argument_validation():
     x, y = toy_images()
     for batch_size in (0, -1, 2.5, True):
@@ -153,7 +274,11 @@ def test_pipeline_argument_validation():
         assert_one_line(info, "batch_size must be a positive integer")
     with pytest.raises(ValueError) as info:
         make_pipeline(x, y, batch_size=2, augment="mixup")
-    assert_one_line(info, "unknown augment 'mixup'", "'flip_crop' or 'flip_rotate'")
+    assert_one_line(
+        info,
+        "unknown augment 'mixup'; use None, 'flip_crop', 'flip_rotate' or "
+        "'flip_rotate_or_crop'",
+    )
     with pytest.raises(ValueError) as info:
         make_pipeline(x[..., 0], y, batch_size=2)
     assert_one_line(info, "shape (N, H, W, C)")

@@ -322,9 +322,9 @@ def test_load_model_finds_factories_and_pretrained_names(tmp_path):
     with pytest.raises(ValueError, match=r"extra\.txt: not listed in model_card\.json"):
         export.load_model(tmp_path / "tiny")
     # Binary factories only (the registry's), built with random weights.
-    model, source = export.load_model("vgg_small_meta", input_shape=(8, 8, 1))
+    model, source = export.load_model("vgg_small_meta", input_shape=(16, 16, 1))
     assert source == "vgg_small_meta (random weights)"
-    assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 10)
+    assert model.input_shape == (None, 16, 16, 1) and model.output_shape == (None, 10)
     for name in ("tiny", "mlp_float"):
         with pytest.raises(ValueError, match=f"unknown model '{name}'; ") as error:
             export.load_model(name)

@@ -311,7 +311,9 @@ def test_latent_kernels_grow_past_one():
     kernels = [v for v in model.trainable_variables if is_binary_variable(v)]
     assert len(kernels) == 3
     for kernel in kernels:
-        assert np.abs(kernel.numpy()).max() > 1.5, kernel.name
+        assert np.abs(kernel.numpy()).max() > 1.0, (
+            kernel.name
+        )  # a clip would stop it at 1
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import struct
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.patches import StepPatch
 
 from training import plots
 
@@ -34,6 +35,16 @@ def saved_figures(monkeypatch):
                 "ylim": [ax.get_ylim() for ax in figure.axes],
                 "yscale": [ax.get_yscale() for ax in figure.axes],
                 "bars": [len(ax.patches) for ax in figure.axes],
+                # Counts and edges of step histograms (`Axes.stairs`).
+                "stairs": [
+                    [
+                        (p.get_data().values.tolist(), p.get_data().edges.tolist())
+                        for p in ax.patches
+                        if isinstance(p, StepPatch)
+                    ]
+                    for ax in figure.axes
+                ],
+                "minor_yticks": [len(ax.get_yticks(minor=True)) for ax in figure.axes],
                 "suptitle": figure.get_suptitle(),
             }
         )
@@ -92,7 +103,13 @@ def test_hidden_weight_histograms(tmp_path, saved_figures):
     (figure,) = saved_figures
     assert figure["titles"] == ["dense_1: |Wh| > 1: 37.5%", "dense_2: |Wh| > 1: 0.0%"]
     assert figure["yscale"] == ["log", "log"]
-    assert figure["bars"] == [10, 10]
+    # One filled step patch per layer: the histogram of |Wh| in 10 bins.
+    assert figure["bars"] == [1, 1]
+    for (stairs,), layer in zip(figure["stairs"], weights.values()):
+        counts, edges = np.histogram(np.abs(layer), bins=10)
+        assert stairs[0] == counts.tolist()
+        np.testing.assert_allclose(stairs[1], edges)
+    assert figure["minor_yticks"] == [0, 0]
     assert figure["suptitle"] == "Epoch 3"
     # Four layers: a 2 x 3 grid.
     four = {f"l{i}": np.ones(3) for i in range(4)}

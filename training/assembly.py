@@ -165,13 +165,14 @@ def build_model(
 
 
 def make_optimizer(config: RunConfig) -> MetaplasticAdam:
-    """The optimizer of a run: `MetaplasticAdam` with the run's learning rate and m,
-    on the binary kernels, or on the float kernels of a float model such as
-    `mlp_float` (paper, Fig. 2f)."""
+    """The optimizer of a run: `MetaplasticAdam` with the run's learning rate, m and
+    weight decay, on the binary kernels, or on the float kernels of a float model such
+    as `mlp_float` (paper, Fig. 2f)."""
     binary = registry.get_model(config.model).binary
     return MetaplasticAdam(
         config.learning_rate,
         meta=config.meta,
+        weight_decay=config.weight_decay,
         metaplastic_variables="binary" if binary else "kernels",
     )
 

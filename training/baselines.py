@@ -13,11 +13,23 @@ earlier tasks:
 - `SynapticIntelligence` (SI, Zenke et al. 2017), importance = path integral of the
   loss decrease along the task's trajectory.
 
+Which weights the penalty compares is chosen by `on` (`CONSOLIDATION_TARGETS`):
+
+- `"binary"` (default, the paper's reference code): binary variables are penalized
+  through their binarized values `Wb = sign(Wh)` (what the forward pass uses) against
+  binarized anchors, and the penalty's gradient with respect to `Wb` is passed
+  straight through, unchanged, to `Wh`: only weights whose sign differs from an anchor
+  feel it. Variables the forward pass does not binarize (biases, float layers, every
+  variable of `mlp_float`) keep the real-valued penalty on themselves.
+- `"latent"`: the penalty is on the hidden weights `Wh` against hidden-weight anchors,
+  as EWC and SI are for real-valued networks.
+
 `with_baseline` wraps a zoo model in a `ConsolidatedModel` (the same layers and
 variables) whose training step adds the penalty's analytic gradient to the task-loss
 gradient, so that `model.fit` trains with any optimizer (`MetaplasticAdam` with any `m`
 included) and with `jit_compile`. Call `model.consolidate(data)` at the end of each
-task. The accumulators are `tf.Variable`s tracked by the model's checkpoint.
+task. The accumulators are `tf.Variable`s tracked by the model's checkpoint, with the
+same structure for both targets.
 
 !!! example
     ```python
@@ -40,6 +52,7 @@ from zoo.validation import check_positive_int, check_real
 
 __all__ = [
     "BASELINES",
+    "CONSOLIDATION_TARGETS",
     "ConsolidatedModel",
     "ElasticWeightConsolidation",
     "FisherEstimator",
@@ -50,6 +63,9 @@ __all__ = [
 ]
 
 BASELINES = ("ewc", "ewc_random", "si")
+# What the penalties compare for binary variables: the binarized weights (the paper's
+# reference code) or the hidden weights.
+CONSOLIDATION_TARGETS = ("binary", "latent")
 # EWC strength of the paper's BNN + EWC runs (reference README: --ewc-lambda 5e3).
 EWC_LAMBDA = 5e3
 # Samples of the Fisher estimate (reference main.py: estimate_fisher(..., num=5000)).
@@ -66,6 +82,30 @@ _PER_EXAMPLE_BUDGET = 2**26
 def _latent(var: tf.Variable) -> tf.Variable:
     """The hidden weights of a Larq quantized variable, else the variable itself."""
     return getattr(var, "latent_variable", var)
+
+
+def _check_target(on: str) -> str:
+    if not isinstance(on, str) or on not in CONSOLIDATION_TARGETS:
+        raise ValueError(f"on must be one of {CONSOLIDATION_TARGETS}, got {on!r}.")
+    return on
+
+
+def _binarizer(var: tf.Variable, on: str):
+    """The quantizer the forward pass applies to `var` if the penalty is to compare
+    its binarized values (`on == "binary"` and `var` a Larq quantized variable with a
+    quantizer), else `None` (the penalty compares the variable itself)."""
+    if on != "binary" or not hasattr(var, "latent_variable"):
+        return None
+    return getattr(var, "quantizer", None)
+
+
+def _binarize(quantizer, w: tf.Tensor) -> tf.Tensor:
+    """`quantizer(w)` in `w`'s dtype (e.g. `sign(w)`, with sign(0) = +1 for Larq's
+    `SteSign`), or `w` itself if `quantizer` is `None`. Only the forward value is used:
+    the penalties' gradients are analytic, passed straight through to `w`."""
+    if quantizer is None:
+        return w
+    return tf.cast(quantizer(w), w.dtype)
 
 
 # Per-step work in plain TensorFlow ops: on CPU, Eigen's multithreaded elementwise ops
@@ -89,7 +129,8 @@ def consolidated_variables(model: tf.keras.Model) -> list[tf.Variable]:
 
     BatchNorm parameters are excluded as in the reference code (they are kept per task
     instead). Binary kernels are returned as the model holds them (Larq quantized
-    variables); baselines read and penalize their hidden weights.
+    variables); baselines read their hidden weights and penalize either these or
+    their binarized values (see `with_baseline`'s `on`).
 
     # Arguments
         model: a Keras model.
@@ -399,13 +440,26 @@ def diagonal_fisher(
 class _Consolidation(tf.Module):
     """Accumulators for a list of variables: the penalty, its gradient, task ends."""
 
-    def __init__(self, variables: Sequence[tf.Variable], name: str):
+    def __init__(self, variables: Sequence[tf.Variable], name: str, on: str):
         super().__init__(name=name)
-        # Not a tracked attribute: only variables belong in the checkpoint.
+        # Not tracked attributes: only variables belong in the checkpoint, which is
+        # thus the same for both targets.
         object.__setattr__(self, "_shapes", [tuple(v.shape) for v in variables])
+        object.__setattr__(self, "_on", _check_target(on))
+        object.__setattr__(self, "_quantizers", [_binarizer(v, on) for v in variables])
         self.tasks_consolidated = tf.Variable(
             0, dtype=tf.int64, trainable=False, name="tasks_consolidated"
         )
+
+    @property
+    def on(self) -> str:
+        """What the penalty compares: `"binary"` or `"latent"` (see `with_baseline`)."""
+        return self._on
+
+    @property
+    def binarized(self) -> list[bool]:
+        """Per variable, whether the penalty compares its binarized values."""
+        return [q is not None for q in self._quantizers]
 
     def _zeros(self, variables, name: str) -> list[tf.Variable]:
         return [
@@ -421,10 +475,30 @@ class _Consolidation(tf.Module):
             )
         return [_latent(v) for v in variables]
 
+    def _targets(self, variables) -> list[tf.Tensor]:
+        """The weights the penalty compares: `sign(Wh)` for binarized variables, the
+        variables' values otherwise."""
+        return [
+            _binarize(q, tf.convert_to_tensor(w))
+            for q, w in zip(self._quantizers, self._check(variables))
+        ]
+
     def penalty_and_gradients(
         self, variables: Sequence[tf.Variable]
     ) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """The penalty at the current weights and its gradient, one per variable."""
+        """The penalty at the current weights and its gradient, one per variable.
+
+        # Arguments
+            variables: the consolidated variables.
+
+        # Returns
+            The penalty (a float32 scalar) and, per variable, the gradient to add to
+            its task-loss gradient (for binarized variables, the gradient with respect
+            to `sign(Wh)`, passed straight through to `Wh`).
+
+        # Raises
+            ValueError: if `variables` are not those the accumulators were built for.
+        """
         raise NotImplementedError
 
     def before_step(self, variables: Sequence[tf.Variable]):
@@ -441,23 +515,55 @@ class _Consolidation(tf.Module):
 
 
 class ElasticWeightConsolidation(_Consolidation):
-    """EWC on the hidden weights, with one quadratic penalty per learned task.
+    """EWC with one quadratic penalty per learned task, on the binarized weights (by
+    default, as the paper) or on the hidden weights.
 
-    The penalty is `ewc_lambda / 2 * sum_t sum_i F_t,i (W_i - W*_t,i)**2`, with `F_t`
-    the diagonal empirical Fisher of task `t` (`diagonal_fisher`, computed with the
-    binarized weights) and `W*_t` the hidden weights at the end of task `t`, summed
-    over `consolidated_variables` (BatchNorm excluded), as the reference code's
-    `EWC_loss`. It is kept as accumulators `A = sum_t F_t` and `B = sum_t F_t W*_t`
+    With `on="binary"`, for the variables the forward pass binarizes (Larq quantized
+    kernels), the penalty is
+    `ewc_lambda / 2 * sum_t sum_i F_t,i (sign(Wh_i) - sign(Wh*_t,i))**2`, `Wh*_t` being
+    the hidden weights at the end of task `t` (`sign` is the variable's own quantizer,
+    so sign(0) = +1), and its gradient
+    `ewc_lambda * sum_t F_t,i (sign(Wh_i) - sign(Wh*_t,i))` is applied to `Wh` as it is
+    (straight-through, identity: not clipped, whatever the magnitude of `Wh`). It is
+    zero for a weight whose sign agrees with every anchor and
+    `2 ewc_lambda sign(Wh_i) sum_{t: anchor flipped} F_t,i` otherwise. This is the
+    reference code's `EWC_loss` (Laborieux-Axel/SynapticMetaplasticityBNN,
+    `Continual_Learning_Fig-2abcdefgh-3abcd-5cde`): its `BinarizeLinear` overwrites the
+    weight tensor with `sign(Wh)` at every forward pass, so the penalty, evaluated
+    after the forward pass, sees `sign(Wh)`, and the anchors, cloned in `main.py` after
+    `estimate_fisher` ran the network, are `sign(Wh*)`; the gradient with respect to
+    the binary tensor is then given to the hidden weights (restored from `org`) and to
+    the optimizer, together with the task gradient. Here too the penalty gradient is
+    added to the task gradient before the optimizer step (so `MetaplasticAdam`
+    attenuates it as it does the task gradient). Variables the forward pass does not
+    binarize (biases, float layers, all of `mlp_float`) get the real-valued penalty
+    below, as the reference does for its float network.
+
+    With `on="latent"`, and with `on="binary"` for the variables that are not
+    binarized, the penalty is `ewc_lambda / 2 * sum_t sum_i F_t,i (W_i - W*_t,i)**2` on
+    the variables' values `W` (for binary layers the hidden weights `Wh`), as in EWC
+    for real-valued networks.
+
+    `F_t` is the diagonal empirical Fisher of task `t` (`diagonal_fisher`, computed
+    with the binarized weights in the forward pass). The reference differentiates with
+    respect to the binary tensor itself; here kernel gradients go through the kernel
+    quantizer's straight-through estimator, the identity for the zoo's
+    `SteSign(clip_value=None)`, so the two coincide. The sum is over
+    `consolidated_variables` (BatchNorm excluded, as in the reference). The reference
+    keeps one (Fisher, anchor) pair per task; here, with `V` the compared weights
+    (`sign(Wh)` or `W`), the accumulators `A = sum_t F_t` and `B = sum_t F_t V*_t`
     (`fisher_sum`, `fisher_weight_sum`, one per variable) and the scalar
-    `C = sum_t sum_i F_t,i W*_t,i**2` (`fisher_weight_sq_total`, float64: only its sum
-    enters), so that the penalty is `ewc_lambda / 2 * (sum(A W**2 - 2 B W) + C)` and
-    its gradient `ewc_lambda (A W - B)`, with memory (twice the weights) independent of
-    the number of tasks. The logged penalty value carries float32 rounding of `A W**2`
-    and `2 B W`, which nearly cancel near the anchors; the gradient does not.
+    `C = sum_t sum_i F_t,i V*_t,i**2` (`fisher_weight_sq_total`, float64: only its sum
+    enters) give the same penalty `ewc_lambda / 2 * (sum(A V**2 - 2 B V) + C)` and
+    gradient `ewc_lambda (A V - B)`, with memory (twice the weights) independent of the
+    number of tasks. The logged penalty value carries float32 rounding of `A V**2` and
+    `2 B V`, which nearly cancel near the anchors; the gradient does not.
 
-    The reference code evaluates the same penalty on the weights as they are during its
-    forward pass, i.e. on `sign(Wh)` and `sign(Wh*)`; here, as in EWC for real-valued
-    networks, it is on the hidden weights `Wh`.
+    Random consolidation (`shuffle=True`) permutes each variable's Fisher values with
+    one random permutation of all its elements, a new one per task, and keeps the same
+    anchors, as the reference's `--rnd-consolidation` (`torch.randperm` over
+    `nelement()`; its published `main.py` then also appends the unshuffled Fisher, a
+    line its README says to comment out for this control).
 
     # Arguments
         variables: the variables to consolidate (`consolidated_variables(model)`).
@@ -466,9 +572,14 @@ class ElasticWeightConsolidation(_Consolidation):
             permuted before they are accumulated (the paper's control, Table 1).
         num_samples: examples of each task's Fisher estimate (reference: 5000).
         seed: seed of the permutations (with the task count, so resumes repeat them).
+        on: `"binary"` (penalty on `sign(Wh)` of binary variables, straight-through
+            gradient) or `"latent"` (on the hidden weights), see
+            `CONSOLIDATION_TARGETS`.
+        name: the module's name.
 
     # Raises
-        ValueError: for a negative or non-finite `ewc_lambda` or a bad `num_samples`.
+        ValueError: for a negative or non-finite `ewc_lambda`, a bad `num_samples` or
+            an unknown `on`.
     """
 
     def __init__(
@@ -479,9 +590,10 @@ class ElasticWeightConsolidation(_Consolidation):
         shuffle: bool = False,
         num_samples: int = FISHER_SAMPLES,
         seed: int = 0,
+        on: str = "binary",
         name: str = "ewc",
     ):
-        super().__init__(variables, name=name)
+        super().__init__(variables, name=name, on=on)
         self.ewc_lambda = check_real(ewc_lambda, "ewc_lambda", low=0)
         self.shuffle = bool(shuffle)
         self.num_samples = check_positive_int(num_samples, "num_samples")
@@ -493,25 +605,29 @@ class ElasticWeightConsolidation(_Consolidation):
         )
 
     def penalty_and_gradients(self, variables):
-        weights = self._check(variables)
         total, gradients = self.fisher_weight_sq_total.value(), []
-        for w, a, b in zip(weights, self.fisher_sum, self.fisher_weight_sum):
-            w = tf.convert_to_tensor(w)
+        for v, a, b in zip(
+            self._targets(variables), self.fisher_sum, self.fisher_weight_sum
+        ):
             value, gradient = _ewc_penalty(
-                w, a.value(), b.value(), tf.constant(self.ewc_lambda, w.dtype)
+                v, a.value(), b.value(), tf.constant(self.ewc_lambda, v.dtype)
             )
             total += value
             gradients.append(gradient)
         return tf.cast(0.5 * self.ewc_lambda * total, tf.float32), gradients
 
     def add_task(self, variables: Sequence[tf.Variable], fisher) -> None:
-        """Adds a task's penalty: importance `fisher` around the current weights.
+        """Adds a task's penalty: importance `fisher` around the current weights
+        (binarized, for binarized variables).
 
         # Arguments
             variables: the consolidated variables.
             fisher: one importance array per variable (shuffled here if `shuffle`).
+
+        # Raises
+            ValueError: if `variables` are not those the accumulators were built for.
         """
-        weights = self._check(variables)
+        weights = self._targets(variables)
         task = int(self.tasks_consolidated.numpy())
         for index, (w, f) in enumerate(zip(weights, fisher)):
             f = np.asarray(f, dtype=w.dtype.as_numpy_dtype)
@@ -542,25 +658,43 @@ class ElasticWeightConsolidation(_Consolidation):
 
 
 class SynapticIntelligence(_Consolidation):
-    """Synaptic Intelligence (Zenke et al. 2017) on the hidden weights.
+    """Synaptic Intelligence (Zenke et al. 2017), its penalty on the binarized weights
+    (by default, as the paper's reference code) or on the hidden weights.
 
     During a task, after every optimizer step, the path integral
     `omega += -g * delta_step` accumulates, with `g` the gradient of the task loss alone
     (unregularized, as in Zenke et al.; the reference code's `update_W` uses the
     gradient of the regularized loss) and `delta_step` the step's change of the hidden
-    weights. At the end of the task `Omega += omega / (delta_task**2 + xi)`,
-    `delta_task` being the change over the whole task (reference `update_omega`), then
-    `omega = 0` and the anchor `W* = W`. The penalty is `c * sum Omega (W - W*)**2`
-    (reference `SI_loss`, BatchNorm excluded).
+    weights (the reference's default; its `--bin-path` option, the change of
+    `sign(Wh)`, is not implemented here, and without it its `update_W` pairs each
+    gradient with the previous step's change). At the end of the task
+    `Omega += omega / (delta_task**2 + xi)`, `delta_task` being the change of the
+    hidden weights over the whole task (reference `update_omega`, which uses the hidden
+    weights `org` for the BNN), then `omega = 0` and the anchor `W* = W` (the hidden
+    weights, `anchor`). These steps are the same for both targets.
+
+    With `on="binary"`, for the variables the forward pass binarizes, the penalty is
+    `c * sum Omega (sign(Wh) - sign(Wh*))**2` and its gradient
+    `2 c Omega (sign(Wh) - sign(Wh*))` is applied to `Wh` as it is (straight-through,
+    identity), before the optimizer step: the reference's `SI_loss` for its BNN,
+    `omega * (p - prev_params.sign())**2` with `p` holding `sign(Wh)` after the forward
+    pass and `prev_params` the hidden weights at the start of the task. Other variables
+    (biases, float layers, all of `mlp_float`), and every variable with
+    `on="latent"`, get `c * sum Omega (W - W*)**2` on their values `W` (hidden weights
+    `Wh` for binary layers). BatchNorm is excluded, as in the reference.
 
     # Arguments
         variables: the variables to consolidate (`consolidated_variables(model)`); their
             current values are the anchor of the first task.
         c: the penalty strength (Zenke et al.: 0.1 for permuted MNIST).
         xi: the damping of `Omega` (reference code: 0.1).
+        on: `"binary"` (penalty on `sign(Wh)` of binary variables, straight-through
+            gradient) or `"latent"` (on the hidden weights), see
+            `CONSOLIDATION_TARGETS`.
+        name: the module's name.
 
     # Raises
-        ValueError: for a negative `c` or a non-positive `xi`.
+        ValueError: for a negative `c`, a non-positive `xi` or an unknown `on`.
     """
 
     def __init__(
@@ -569,9 +703,10 @@ class SynapticIntelligence(_Consolidation):
         *,
         c: float = SI_C,
         xi: float = SI_XI,
+        on: str = "binary",
         name: str = "si",
     ):
-        super().__init__(variables, name=name)
+        super().__init__(variables, name=name, on=on)
         self.c = check_real(c, "si_c", low=0)
         self.xi = check_real(xi, "si_xi", low=0, low_open=True)
         self.path_integral = self._zeros(variables, "path_integral")  # omega
@@ -579,15 +714,18 @@ class SynapticIntelligence(_Consolidation):
         self.anchor = [
             tf.Variable(tf.identity(_latent(v)), trainable=False, name="anchor")
             for v in variables
-        ]  # W*, the weights at the start of the current task
+        ]  # W*, the hidden weights at the start of the current task
 
     def penalty_and_gradients(self, variables):
-        weights = self._check(variables)
         total, gradients = 0.0, []
-        for w, importance, anchor in zip(weights, self.importance, self.anchor):
-            w = tf.convert_to_tensor(w)
+        for v, quantizer, importance, anchor in zip(
+            self._targets(variables), self._quantizers, self.importance, self.anchor
+        ):
             value, gradient = _si_penalty(
-                w, importance.value(), anchor.value(), tf.constant(2 * self.c, w.dtype)
+                v,
+                importance.value(),
+                _binarize(quantizer, anchor.value()),
+                tf.constant(2 * self.c, v.dtype),
             )
             total += value
             gradients.append(gradient)
@@ -711,6 +849,7 @@ def with_baseline(
     si_c: float = SI_C,
     si_xi: float = SI_XI,
     seed: int = 0,
+    on: str = "binary",
 ) -> ConsolidatedModel:
     """Wraps `model` so that `fit` trains it with a continual-learning baseline.
 
@@ -723,18 +862,27 @@ def with_baseline(
         si_c: SI strength (Zenke et al.: 0.1).
         si_xi: SI damping (reference code: 0.1).
         seed: seed of random consolidation's permutations.
+        on: what the penalty compares, one of `CONSOLIDATION_TARGETS`: `"binary"` (the
+            paper's reference code) penalizes the binarized weights `sign(Wh)` of
+            binary layers against binarized anchors, its gradient passed straight
+            through (identity) to the hidden weights, so that only weights whose sign
+            flipped feel it; `"latent"` penalizes the hidden weights `Wh` against
+            hidden-weight anchors. Variables the forward pass does not binarize
+            (biases, float layers, all of `mlp_float`) get the real-valued penalty in
+            both cases.
 
     # Returns
         A `ConsolidatedModel` sharing `model`'s layers and variables.
 
     # Raises
-        ValueError: for an unknown baseline or invalid strengths.
+        ValueError: for an unknown baseline or `on`, or invalid strengths.
     """
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}.")
+    on = _check_target(on)
     variables = consolidated_variables(model)
     if baseline == "si":
-        consolidation = SynapticIntelligence(variables, c=si_c, xi=si_xi)
+        consolidation = SynapticIntelligence(variables, c=si_c, xi=si_xi, on=on)
     else:
         consolidation = ElasticWeightConsolidation(
             variables,
@@ -742,5 +890,6 @@ def with_baseline(
             shuffle=baseline == "ewc_random",
             num_samples=fisher_samples,
             seed=seed,
+            on=on,
         )
     return ConsolidatedModel(model, consolidation)

@@ -30,10 +30,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from training.optimizers import is_binary_variable, layer_name
 
 __all__ = ["MetaplasticityDiagnostics"]
+
+# Buckets of a TensorBoard histogram, as `tf.summary.histogram` makes them by default.
+HISTOGRAM_BUCKETS = 30
 
 
 def _signs(weights: np.ndarray) -> np.ndarray:
@@ -41,6 +45,49 @@ def _signs(weights: np.ndarray) -> np.ndarray:
     signs = np.ones(weights.shape, np.int8)
     signs[weights < 0] = -1
     return signs
+
+
+def _negative(weights: np.ndarray) -> np.ndarray:
+    """`sign(w) == -1` (`_signs`): two weights have different signs exactly where
+    this differs; cheaper to compute and compare than the signs."""
+    return weights < 0
+
+
+def _histogram_buckets(
+    values: np.ndarray, bucket_count: int = HISTOGRAM_BUCKETS
+) -> np.ndarray:
+    """The buckets `tf.summary.histogram` writes for `values`, computed with NumPy.
+
+    TensorBoard's own bucketing (`tensorboard.plugins.histogram.summary_v2._buckets`)
+    builds a one-hot matrix of `values.size x bucket_count` floats, ~0.1 s per million
+    weights; this counts the same buckets, from the same float64 arithmetic, in a
+    few milliseconds.
+
+    # Arguments
+        values: the data, any shape; it must not be empty.
+        bucket_count: number of buckets, at least 1.
+
+    # Returns
+        A float64 array of shape `(bucket_count, 3)`: left edge, right edge and count
+        of each bucket; equal-width buckets from the minimum to the maximum, the
+        maximum counted in the last one. If every value is the same, every edge is that
+        value and the last bucket counts them all.
+    """
+    data = np.asarray(values, dtype=np.float64).ravel()
+    low, high = data.min(), data.max()
+    counts = np.zeros(bucket_count, np.float64)
+    if low == high:
+        counts[-1] = data.size
+        edges = np.full(bucket_count, high)
+        return np.stack([edges, edges, counts], axis=1)
+    width = (high - low) / bucket_count
+    # floor((x - min) / width), clamped into the last bucket, as TensorBoard does.
+    indices = np.floor((data - low) / width).astype(np.int32)
+    np.minimum(indices, bucket_count - 1, out=indices)
+    counts += np.bincount(indices, minlength=bucket_count)
+    edges = np.linspace(low, high, bucket_count + 1)
+    edges[-1] = high
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
 class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
@@ -139,7 +186,9 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._signs = {layer: _signs(w) for layer, w in self._latent_weights().items()}
+        self._signs = {
+            layer: _negative(w) for layer, w in self._latent_weights().items()
+        }
         self._signs_epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
@@ -151,7 +200,7 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
         flipped, total = 0, 0
         for layer, w in weights.items():
             if before is not None and before.get(layer, np.empty(0)).shape == w.shape:
-                count = int(np.count_nonzero(_signs(w) != before[layer]))
+                count = int(np.count_nonzero(_negative(w) != before[layer]))
                 scalars[f"{layer}/flipped"] = count / w.size
                 flipped, total = flipped + count, total + w.size
             else:  # no snapshot (model built during this epoch): keep the CSV columns
@@ -179,9 +228,15 @@ class MetaplasticityDiagnostics(tf.keras.callbacks.Callback):
             return
         if self._writer is None:  # used by hand, without on_train_begin
             self._writer = tf.summary.create_file_writer(self.log_dir)
+        metadata = histogram_metadata.create_summary_metadata(
+            display_name=None, description=None
+        )
         with self._writer.as_default(step=epoch):
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
             for layer, w in weights.items():
-                tf.summary.histogram(f"{layer}/wh", w)
+                # What `tf.summary.histogram(f"{layer}/wh", w)` writes.
+                tf.summary.write(
+                    f"{layer}/wh", _histogram_buckets(w), metadata=metadata
+                )
         self._writer.flush()

@@ -7,8 +7,9 @@ same command continues an interrupted run from its last completed epoch; a finis
 records its command in `commands.txt`. Errors (bad input, a run directory in use by
 another process, a NaN loss) are one line on standard error and exit code 2; warnings
 (a damaged checkpoint skipped, a diverging run) one `warning:` line each.
-`package RUN_DIR --name NAME` turns a finished run into a pretrained model
-(`training.packaging.package_run`).
+`paper EXPERIMENT RUN [--scale quick]` runs one run of one of the paper's experiments
+(`training.paper`). `package RUN_DIR --name NAME` turns a finished run into a pretrained
+model (`training.packaging.package_run`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,15 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from training import baselines, data
-from training.config import BATCH_NORM, DEFAULT_DATASETS, EVALUATE, PRESETS, RunConfig
+from training import baselines, data, paper
+from training.config import (
+    BASELINE_TARGETS,
+    BATCH_NORM,
+    DEFAULT_DATASETS,
+    EVALUATE,
+    PRESETS,
+    RunConfig,
+)
 from training.packaging import package_run
 from training.rundir import RunDirectory
 from training.runner import RunWarning, run
@@ -44,8 +52,9 @@ TRAIN_EPOCHS = 5
 # Options that set the `RunConfig` field of the same name when given.
 _FIELDS = (
     "num_tasks", "epochs", "meta", "learning_rate", "batch_size", "model", "augment",
-    "baseline", "ewc_lambda", "fisher_samples", "si_c", "si_xi", "batch_norm",
-    "recalibrate_bn", "evaluate", "seed", "initial_weights", "data_dir", "precision",
+    "baseline", "baseline_on", "ewc_lambda", "fisher_samples", "si_c", "si_xi",
+    "batch_norm", "recalibrate_bn", "evaluate", "seed", "initial_weights", "data_dir",
+    "precision", "weight_decay", "optimizer_per_task",
 )  # fmt: skip
 _PAPER = PRESETS[("permuted", "mnist")]
 
@@ -76,6 +85,12 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
     p.add_argument("--batch-size", type=int)
     p.add_argument(
+        "--weight-decay",
+        type=float,
+        help="L2 term added to the gradient before Adam's moments (paper: 1e-7; "
+        f"1e-8 in its width sweeps; default {RunConfig.weight_decay:g})",
+    )
+    p.add_argument(
         "--model",
         choices=registry.model_names(),
         help="zoo model; a float model (mlp_float: full-precision MLP of the same "
@@ -94,6 +109,12 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         help="continual-learning baseline with task boundaries: EWC, EWC with "
         "shuffled Fisher (random consolidation) or Synaptic Intelligence; "
         "combines with --meta (the paper's EWC runs: --meta 0)",
+    )
+    p.add_argument(
+        "--baseline-on",
+        choices=BASELINE_TARGETS,
+        help="consolidate the binarized weights sign(Wh), as the paper, or the latent "
+        f"weights Wh (default {RunConfig.baseline_on})",
     )
     p.add_argument(
         "--ewc-lambda",
@@ -118,10 +139,20 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         action="store_true",
         help="train on the union of all tasks (upper-bound reference)",
     )
-    p.add_argument(
+    optimizer = p.add_mutually_exclusive_group()
+    optimizer.add_argument(
         "--shared-optimizer",
-        action="store_true",
-        help="one optimizer for the whole run (default: fresh per task)",
+        dest="optimizer_per_task",
+        action="store_const",
+        const=False,
+        help="one optimizer for the whole run (the default of streams, as the paper)",
+    )
+    optimizer.add_argument(
+        "--optimizer-per-task",
+        dest="optimizer_per_task",
+        action="store_const",
+        const=True,
+        help="a fresh optimizer for every task (the default except for streams)",
     )
     p.add_argument(
         "--bn",
@@ -134,8 +165,9 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         type=int,
         metavar="N",
         help="batches used to re-estimate a finished task's BatchNorm statistics "
-        "under the current weights before evaluating it (0: saved statistics; "
-        f"default {RunConfig.recalibrate_bn})",
+        "under the current weights before evaluating it, beyond the paper (0: the "
+        f"statistics saved at the task's end, as the paper; default "
+        f"{RunConfig.recalibrate_bn})",
     )
     p.add_argument("--augment", choices=data.AUGMENTATIONS)
     p.add_argument(
@@ -186,6 +218,35 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     )
 
 
+def _add_paper_command(commands) -> None:
+    help_text = (
+        "one run of one of the paper's experiments at its settings or a named smaller "
+        "scale (training.paper)"
+    )
+    p = commands.add_parser("paper", help=help_text, description=help_text)
+    p.add_argument("experiment", choices=paper.experiment_names())
+    p.add_argument("run", help="one of the experiment's runs, e.g. m1.35")
+    p.add_argument(
+        "--scale",
+        default=paper.PAPER_SCALE,
+        help="paper (default: the published settings) or a smaller named scale",
+    )
+    p.add_argument("--seed", type=int, default=0, help="(default 0)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="bf16: binary layers compute in bfloat16 (default float32)",
+    )
+    p.add_argument("--jit", dest="jit_compile", action="store_true", help="XLA")
+    p.add_argument(
+        "--strategy", choices=["none", "mirrored", "multiworker"], default="none"
+    )
+    p.add_argument("--data-dir", help="dataset directory")
+    p.add_argument("--run-dir", help="default runs/paper/EXPERIMENT/SCALE/RUN-seedSEED")
+    p.add_argument("--overwrite", action="store_true", help="start afresh")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m training`."""
     parser = argparse.ArgumentParser(
@@ -202,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command, help_text in helps.items():
         p = commands.add_parser(command, help=help_text, description=help_text)
         _add_run_options(p, command)
+    _add_paper_command(commands)
     help_text = "package a finished run as a pretrained model (SavedModel, LCE, card)"
     p = commands.add_parser("package", help=help_text, description=help_text)
     p.add_argument("run_dir", help="a finished run directory")
@@ -232,6 +294,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     # Raises
         ValueError: for an invalid option value.
     """
+    if args.command == "paper":
+        extra = {
+            k: getattr(args, k)
+            for k in ("precision", "data_dir")
+            if getattr(args, k) is not None
+        }
+        return paper.run_config(
+            args.experiment,
+            args.run,
+            scale=args.scale,
+            seed=args.seed,
+            run_dir=args.run_dir,
+            jit_compile=args.jit_compile,
+            **extra,
+        )
     protocol = "sequence" if args.command == "train" else args.command
     fields = {
         k: getattr(args, k) for k in _FIELDS if getattr(args, k, None) is not None
@@ -244,7 +321,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         protocol,
         tuple(args.datasets),
         joint=args.joint,
-        optimizer_per_task=not args.shared_optimizer,
         jit_compile=args.jit_compile,
         **fields,
     )

@@ -3,16 +3,19 @@
 `RunConfig` holds everything that defines a continual-learning run of
 `training.runner.run`; it is saved as `config.json` in the run directory, and a run
 directory is only resumed by a configuration with the same `identity()`. `PRESETS`
-holds the defaults per protocol and dataset, the paper's hyperparameters (Laborieux et
-al. 2021) at smaller budgets (see the comment at `PRESETS`): the command line
+holds the defaults per protocol and dataset, the settings of the paper's figures
+(Laborieux et al. 2021; see the comment at `PRESETS`): the command line
 (`python -m training`) and the tuner start from them, and so can the Python API.
+`RunConfig`'s own defaults are the reference code's protocol: BatchNorm statistics
+saved per task, L2 weight decay 1e-7, EWC and SI on the binarized weights, a fresh
+optimizer per task except in streams.
 
 !!! example
     ```python
     from training.config import RunConfig, preset
 
-    preset("stream", "cifar10")["meta"]  # 13.0 (Fig. 3b)
-    config = RunConfig.from_preset("permuted", num_tasks=5, run_dir="runs/pmnist")
+    preset("stream", "cifar10")["meta"]  # 13.0 (Fig. 4b)
+    config = RunConfig.from_preset("permuted", num_tasks=3, run_dir="runs/pmnist")
     ```
 """
 
@@ -43,11 +46,13 @@ __all__ = [
     "BASELINES",
     "BATCH_NORM",
     "DEFAULT_DATASETS",
+    "BASELINE_TARGETS",
     "EVALUATE",
     "FALLBACK_PRESET",
     "PRESETS",
     "PROTOCOLS",
     "RunConfig",
+    "WEIGHT_DECAY",
     "preset",
 ]
 
@@ -61,37 +66,83 @@ AUGMENTATIONS = (None, *data.AUGMENTATIONS)
 # other values (a moved data directory, a copied run directory).
 _LOCATION_FIELDS = ("data_dir", "run_dir")
 
-# The command line's defaults by (protocol, dataset), as `RunConfig` fields. They follow
-# the paper's optimizer settings (m, learning rate, batch) but not all of its budgets:
-# Fig. 2 trains 6 tasks x 40 epochs at 4096-4096 (here 10 x 20 at 1024-1024), the
-# CIFAR-10 stream 200 epochs per subset (here 20).
+# The paper's L2 weight decay (the reference code's `--decay`, added to the gradient
+# before Adam's moments): 1e-7 in its commands, 1e-8 in the width sweeps.
+WEIGHT_DECAY = 1e-7
+# What `baseline_on` consolidates: the binarized weights sign(Wh) (the reference code)
+# or the latent weights Wh.
+BASELINE_TARGETS = baselines.CONSOLIDATION_TARGETS
+
+# Values of fields a `config.json` lacks because it was written before they existed:
+# the behaviour of the code that wrote it (no weight decay, EWC/SI on the latent
+# weights, float32), not today's defaults.
+_LEGACY_VALUES = MappingProxyType(
+    dict(weight_decay=0.0, baseline_on="latent", precision="float32")
+)
+
+# The command line's defaults by (protocol, dataset), as `RunConfig` fields: the
+# settings of the paper's figure for that protocol and dataset (Laborieux et al. 2021,
+# the commands of the authors' README). A sequence is keyed by its datasets joined with
+# "+". Smaller, named settings of every experiment: `training.paper`.
 PRESETS: Mapping[tuple[str, str], Mapping[str, Any]] = MappingProxyType(
     {
-        # Fig. 2: permuted MNIST, fresh Adam per task, BN statistics kept per task.
+        # Fig. 2d: permuted MNIST, 6 tasks x 40 epochs, 4096-4096, fresh Adam per task,
+        # BatchNorm statistics saved per task.
         ("permuted", "mnist"): MappingProxyType(
             dict(
-                meta=1.35, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=10
+                meta=1.35,
+                learning_rate=0.005,
+                batch_size=100,
+                epochs=40,
+                num_tasks=6,
+                hidden_units=(4096, 4096),
+                weight_decay=WEIGHT_DECAY,
             )
         ),
-        # Fig. 3a: stream Fashion-MNIST, 60 subsets of 1,000 images, 20 epochs each.
+        # Fig. 4b / Supp. Fig. 6d: MNIST then Fashion-MNIST (and reversed), 50 epochs.
+        **{
+            ("sequence", order): MappingProxyType(
+                dict(
+                    meta=1.5,
+                    learning_rate=0.005,
+                    batch_size=100,
+                    epochs=50,
+                    hidden_units=(4096, 4096),
+                    weight_decay=WEIGHT_DECAY,
+                )
+            )
+            for order in ("mnist+fashion_mnist", "fashion_mnist+mnist")
+        },
+        # Fig. 4a: stream Fashion-MNIST, 60 subsets of 1,000 images, 20 epochs each, one
+        # optimizer for the stream.
         ("stream", "fashion_mnist"): MappingProxyType(
-            dict(meta=2.5, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=60)
+            dict(
+                meta=2.5,
+                learning_rate=0.005,
+                batch_size=100,
+                epochs=20,
+                num_tasks=60,
+                hidden_units=(1024, 1024),
+                weight_decay=WEIGHT_DECAY,
+            )
         ),
-        # Fig. 3b: stream CIFAR-10, 20 subsets, VGG-Small, augmentation.
+        # Fig. 4b: stream CIFAR-10, 20 subsets x 200 epochs, VGG-Small, augmentation,
+        # one optimizer for the stream, no weight decay (none in its command).
         ("stream", "cifar10"): MappingProxyType(
             dict(
                 meta=13.0,
                 learning_rate=1e-4,
                 batch_size=64,
-                epochs=20,
+                epochs=200,
                 num_tasks=20,
                 model="vgg_small_meta",
-                augment="flip_crop",
+                augment="flip_rotate_or_crop",
+                weight_decay=0.0,
             )
         ),
     }
 )
-# Every other protocol and dataset.
+# Every other protocol and dataset (the paper's optimizer settings).
 FALLBACK_PRESET: Mapping[str, Any] = MappingProxyType(
     dict(meta=1.35, learning_rate=0.005, batch_size=100, epochs=20, num_tasks=10)
 )
@@ -105,23 +156,25 @@ DEFAULT_DATASETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 
-def preset(protocol: str, dataset: str) -> dict:
-    """The command line's defaults for `protocol` on `dataset`, as `RunConfig` fields.
+def preset(protocol: str, datasets: str | Sequence[str]) -> dict:
+    """The command line's defaults for `protocol` on `datasets`, as `RunConfig` fields.
 
     # Arguments
         protocol: one of `PROTOCOLS`.
-        dataset: a dataset name or image-folder path (`fashion-mnist` and
-            `fashion_mnist` are the same dataset); for a sequence, its first dataset.
+        datasets: a dataset name or image-folder path (`fashion-mnist` and
+            `fashion_mnist` are the same dataset), or the datasets of a sequence.
 
     # Returns
-        A new dict of `RunConfig` fields: `PRESETS[(protocol, dataset)]`, else
-        `FALLBACK_PRESET`.
+        A new dict of `RunConfig` fields: `PRESETS[(protocol, key)]` (the key joins a
+        sequence's datasets with "+"), else `FALLBACK_PRESET`.
 
     # Raises
         ValueError: for an unknown protocol.
     """
     check_choice(protocol, "protocol", PROTOCOLS)
-    return dict(PRESETS.get((protocol, canonical_name(dataset)), FALLBACK_PRESET))
+    names = [datasets] if isinstance(datasets, str) else list(datasets)
+    key = "+".join(canonical_name(d) for d in names)
+    return dict(PRESETS.get((protocol, key), FALLBACK_PRESET))
 
 
 @dataclass
@@ -144,22 +197,39 @@ class RunConfig:
             (`training.baselines`): `"ewc"`, `"ewc_random"` (EWC with shuffled Fisher
             values, the paper's control) or `"si"` (Synaptic Intelligence). It
             combines with any `meta` (the paper's EWC runs use `meta=0`).
+        baseline_on: what the baseline consolidates: `"binary"`, the binarized weights
+            sign(Wh) against the anchors sign(Wh*), the gradient passed straight through
+            to Wh so that only flipped weights feel it (the reference code), or
+            `"latent"`, the latent weights Wh (every Wh pulled back to its anchor).
+            Float models consolidate their float kernels either way. A `config.json`
+            written before this field existed reads as `"latent"`.
         ewc_lambda: EWC strength (paper: 5e3).
         fisher_samples: training examples of each task's Fisher estimate (reference
             code: 5000).
         si_c, si_xi: SI strength (Zenke et al. 2017: 0.1) and damping (reference
             code: 0.1).
         learning_rate, batch_size, epochs: optimizer step, batch, epochs per task.
+        weight_decay: L2 coefficient added to every gradient before Adam's moments
+            (`MetaplasticAdam(weight_decay=...)`, the reference code's `--decay`): 1e-7
+            in the paper's commands, 1e-8 in its width sweeps, 0 in its CIFAR-10 stream.
+            A `config.json` written before this field existed reads as 0.
         optimizer_per_task: a fresh optimizer (new Adam moments) for every task, as in the
-            paper's permuted-MNIST experiment; else one optimizer for the whole run.
+            paper's permuted-MNIST and dataset-sequence experiments; `False`: one
+            optimizer for the whole run, as in the paper's streams. `None` (default)
+            picks the paper's choice for the protocol: `False` for `"stream"`, else
+            `True`.
         batch_norm: `"task"`: BatchNorm state saved at the end of each task and restored to
             evaluate it (`training.batchnorm`); `"domain"`: one shared BatchNorm state.
         recalibrate_bn: with `batch_norm="task"`, re-estimate a finished task's BatchNorm
             statistics under the current weights from this many batches of its training
-            data before evaluating it (its saved gamma and beta are kept). The paper's
-            reference code normalizes with batch statistics, which adapt to the weights
-            the same way; statistics frozen at the end of the task go stale as later
-            tasks flip weights. 0 evaluates with the saved statistics as they are.
+            data before evaluating it (its saved gamma and beta are kept). 0 (default,
+            the paper's protocol) evaluates with the statistics saved at the end of the
+            task, as the published figures were produced. Beyond the paper: statistics
+            frozen at the end of a task go stale as later tasks flip weights, and
+            re-estimating them (e.g. 20 batches) recovers much of the accuracy of
+            finished tasks (README, "Beyond the paper"). The authors' code switched to
+            batch statistics in August 2023, a workaround for a numerical instability
+            in newer PyTorch, not the paper's protocol.
         augment: CIFAR augmentation (`None`, `"flip_crop"`, `"flip_rotate"`).
         evaluate: `"epoch"`: every task after every epoch; `"task"`: at task ends only.
         seed: seeds the permutations, splits, initial weights, shuffling and dropout.
@@ -190,6 +260,7 @@ class RunConfig:
     hidden_units: tuple[int, ...] = (1024, 1024)
     meta: float | dict[str, float] = 1.35
     baseline: str | None = None
+    baseline_on: str = "binary"
     ewc_lambda: float = baselines.EWC_LAMBDA
     fisher_samples: int = baselines.FISHER_SAMPLES
     si_c: float = baselines.SI_C
@@ -197,9 +268,10 @@ class RunConfig:
     learning_rate: float = 0.005
     batch_size: int = 100
     epochs: int = 5
-    optimizer_per_task: bool = True
+    weight_decay: float = WEIGHT_DECAY
+    optimizer_per_task: bool | None = None
     batch_norm: str = "task"
-    recalibrate_bn: int = 20
+    recalibrate_bn: int = 0
     augment: str | None = None
     evaluate: str = "epoch"
     seed: int = 0
@@ -233,6 +305,10 @@ class RunConfig:
             )
         self.hidden_units = check_units(tuple(self.hidden_units), "hidden_units")
         check_choice(self.baseline, "baseline", BASELINES)
+        check_choice(self.baseline_on, "baseline_on", BASELINE_TARGETS)
+        if self.optimizer_per_task is None:
+            self.optimizer_per_task = self.protocol != "stream"
+        check_choice(self.optimizer_per_task, "optimizer_per_task", (True, False))
         check_choice(self.batch_norm, "batch_norm", BATCH_NORM)
         check_choice(self.evaluate, "evaluate", EVALUATE)
         check_choice(self.augment, "augment", AUGMENTATIONS)
@@ -244,6 +320,7 @@ class RunConfig:
                 f"seed must be an integer >= 0 and < 2**32, got {self.seed}."
             )
         check_real(self.learning_rate, "learning_rate", low=0, low_open=True)
+        check_real(self.weight_decay, "weight_decay", low=0)
         check_real(self.ewc_lambda, "ewc_lambda", low=0)
         check_real(self.si_c, "si_c", low=0)
         check_real(self.si_xi, "si_xi", low=0, low_open=True)
@@ -279,7 +356,7 @@ class RunConfig:
         datasets = tuple(DEFAULT_DATASETS[protocol] if datasets is None else datasets)
         if not datasets:
             raise ValueError("datasets must name at least one dataset, got ().")
-        values = {**preset(protocol, datasets[0]), **fields}
+        values = {**preset(protocol, datasets), **fields}
         return cls(protocol=protocol, datasets=datasets, **values)
 
     @classmethod
@@ -288,7 +365,9 @@ class RunConfig:
 
         # Arguments
             saved: the parsed `config.json`; fields it lacks (added since it was
-                written) take their defaults, keys that are not fields are ignored.
+                written) take the values of the code that wrote it where they changed
+                the behaviour (no weight decay, EWC/SI on the latent weights), else
+                their defaults; keys that are not fields are ignored.
 
         # Returns
             A `RunConfig`.
@@ -297,7 +376,8 @@ class RunConfig:
             ValueError: for an invalid field.
         """
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in known})
+        values = {**_LEGACY_VALUES, **saved}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
     def to_json(self) -> dict:
         """The fields as JSON values (tuples as lists), as written to `config.json`."""
@@ -311,9 +391,8 @@ class RunConfig:
     @classmethod
     def saved_identity(cls, saved: Mapping[str, Any]) -> dict:
         """The `identity()` of the run a `config.json` holds, as it was written; fields
-        it lacks (added since) take their defaults."""
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        return _identity(json.loads(json.dumps({**defaults, **saved})))
+        it lacks (added since) read as in `from_json`."""
+        return cls.from_json(saved).identity()
 
 
 def _identity(values: dict) -> dict:

@@ -53,11 +53,19 @@ __all__ = [
     "read_idx",
 ]
 
-# The CIFAR augmentations of Laborieux et al. 2021: a random horizontal flip, then
-# either a random crop of the zero-padded image or a small random rotation.
-AUGMENTATIONS = ("flip_crop", "flip_rotate")
+# The CIFAR augmentations. "flip_rotate_or_crop" is the reference code's (Laborieux et
+# al. 2021, stream CIFAR-10): a random horizontal flip, then, per image, either a random
+# rotation of up to 10 degrees or a random crop of the image padded by replicating its
+# edges. "flip_crop" (zero padding) and "flip_rotate" (up to 15 degrees, bilinear) each
+# apply one kind of transformation to every image.
+AUGMENTATIONS = ("flip_crop", "flip_rotate", "flip_rotate_or_crop")
 CROP_PADDING = 4
 MAX_ROTATION_DEGREES = 15.0
+# flip_rotate_or_crop's rotation: torchvision's RandomRotation(10) of the reference code.
+REFERENCE_ROTATION_DEGREES = 10.0
+# flip_rotate_or_crop's probability of rotating an image (else it is cropped): the
+# reference's RandomChoice between two transformations.
+ROTATION_PROBABILITY = 0.5
 
 
 def make_pipeline(
@@ -84,8 +92,12 @@ def make_pipeline(
         shuffle: whether to shuffle the whole set, differently each epoch.
         seed: seed of the shuffle and the augmentation; `None` for a random one.
         augment: `None`, `"flip_crop"` (random horizontal flip, then a random crop of the
-            image zero-padded by 4 pixels) or `"flip_rotate"` (random horizontal flip, then
-            a random rotation of up to 15 degrees either way).
+            image zero-padded by 4 pixels), `"flip_rotate"` (random horizontal flip, then
+            a random rotation of up to 15 degrees either way, bilinear) or
+            `"flip_rotate_or_crop"` (the reference code's: random horizontal flip, then
+            with equal probability a random rotation of up to 10 degrees either way,
+            nearest-neighbour, or a random crop of the image padded by 4 pixels that
+            replicate its edges; see `_augment`).
         transform: a function applied to each batch of images, after augmentation, such
             as `permutation_transform(perm)`.
         drop_remainder: whether to drop the last batch if it is smaller.
@@ -99,8 +111,10 @@ def make_pipeline(
     """
     check_positive_int(batch_size, "batch_size")
     if augment is not None and augment not in AUGMENTATIONS:
-        names = " or ".join(map(repr, AUGMENTATIONS))
-        raise ValueError(f"unknown augment {augment!r}; use None, {names}")
+        names = ", ".join(map(repr, AUGMENTATIONS[:-1]))
+        raise ValueError(
+            f"unknown augment {augment!r}; use None, {names} or {AUGMENTATIONS[-1]!r}"
+        )
     if transform is not None and not callable(transform):
         raise ValueError(
             f"transform must be a function of a batch of images, got {transform!r}"
@@ -143,42 +157,86 @@ def make_pipeline(
 
 
 def _augment(images: tf.Tensor, kind: str, random: tf.Tensor) -> tf.Tensor:
-    """Random flip then crop or rotation of a batch, from stateless ops seeded by `random`."""
+    """Augments a batch with stateless random ops seeded by `random`, one draw per image.
+
+    Every kind first flips each image horizontally with probability 1/2, then:
+
+    - `"flip_crop"`: shifts it by (dx, dy), each uniform in {-4, ..., 4}, filling with
+      zeros: a random 32x32 crop of the image zero-padded by 4 pixels.
+    - `"flip_rotate"`: rotates it about its centre by an angle uniform in [-15, 15]
+      degrees, bilinear interpolation, zero fill.
+    - `"flip_rotate_or_crop"`: the reference code's CIFAR-10 augmentation (Laborieux et
+      al. 2021, stream CIFAR-10: torchvision's `RandomHorizontalFlip(0.5)` then
+      `RandomChoice([RandomRotation(10), RandomCrop(32, padding=4,
+      padding_mode="edge")])`): with probability 1/2 a rotation about the centre by an
+      angle uniform in [-10, 10] degrees, nearest-neighbour like PIL's default, zero
+      fill; otherwise a shift as in `"flip_crop"` but filled by replicating the edge
+      pixels: a random crop of the edge-padded image. Both keep the pixel values
+      (no interpolation between pixels).
+    """
     n = tf.shape(images)[0]
     flip = tf.random.stateless_uniform([n], seed=tf.stack([random, 0])) < 0.5
     images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
     seed = tf.stack([random, 1])
-    zeros, ones = tf.zeros([n]), tf.ones([n])
     if kind == "flip_crop":
-        # Output (x, y) reads input (x + dx, y + dy), zero outside: a crop of the padded image.
-        shift = tf.random.stateless_uniform(
-            [n, 2],
-            seed=seed,
-            minval=-CROP_PADDING,
-            maxval=CROP_PADDING + 1,
-            dtype=tf.int32,
-        )
-        shift = tf.cast(shift, tf.float32)
-        transforms = [ones, zeros, shift[:, 0], zeros, ones, shift[:, 1], zeros, zeros]
-        interpolation = "NEAREST"
-    else:
-        limit = math.radians(MAX_ROTATION_DEGREES)
-        angle = tf.random.stateless_uniform([n], seed=seed, minval=-limit, maxval=limit)
-        height = tf.cast(tf.shape(images)[1], tf.float32) - 1
-        width = tf.cast(tf.shape(images)[2], tf.float32) - 1
-        cos, sin = tf.cos(angle), tf.sin(angle)
-        # Rotation about the image centre, as in Keras' RandomRotation.
-        x_offset = (width - (cos * width - sin * height)) / 2
-        y_offset = (height - (sin * width + cos * height)) / 2
-        transforms = [cos, -sin, x_offset, sin, cos, y_offset, zeros, zeros]
-        interpolation = "BILINEAR"
+        return _transform(images, _shift_transforms(n, seed), "NEAREST", "CONSTANT")
+    if kind == "flip_rotate":
+        transforms = _rotation_transforms(images, MAX_ROTATION_DEGREES, seed)
+        return _transform(images, transforms, "BILINEAR", "CONSTANT")
+    rotations = _rotation_transforms(images, REFERENCE_ROTATION_DEGREES, seed)
+    rotated = _transform(images, rotations, "NEAREST", "CONSTANT")
+    shifts = _shift_transforms(n, tf.stack([random, 2]))
+    cropped = _transform(images, shifts, "NEAREST", "NEAREST")  # edge replication
+    rotate = (
+        tf.random.stateless_uniform([n], seed=tf.stack([random, 3]))
+        < ROTATION_PROBABILITY
+    )
+    return tf.where(rotate[:, None, None, None], rotated, cropped)
+
+
+def _shift_transforms(n: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Projective transforms, (n, 8): output (x, y) reads input (x + dx, y + dy), with
+    dx and dy uniform integers in [-CROP_PADDING, CROP_PADDING]: a crop of the padded
+    image."""
+    shift = tf.random.stateless_uniform(
+        [n, 2], seed=seed, minval=-CROP_PADDING, maxval=CROP_PADDING + 1, dtype=tf.int32
+    )
+    shift = tf.cast(shift, tf.float32)
+    zeros, ones = tf.zeros([n]), tf.ones([n])
+    return tf.stack(
+        [ones, zeros, shift[:, 0], zeros, ones, shift[:, 1], zeros, zeros], axis=1
+    )
+
+
+def _rotation_transforms(
+    images: tf.Tensor, max_degrees: float, seed: tf.Tensor
+) -> tf.Tensor:
+    """Projective transforms, (n, 8): rotations about the image centre (as in Keras'
+    RandomRotation) by angles uniform in [-max_degrees, max_degrees]."""
+    n = tf.shape(images)[0]
+    limit = math.radians(max_degrees)
+    angle = tf.random.stateless_uniform([n], seed=seed, minval=-limit, maxval=limit)
+    height = tf.cast(tf.shape(images)[1], tf.float32) - 1
+    width = tf.cast(tf.shape(images)[2], tf.float32) - 1
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    x_offset = (width - (cos * width - sin * height)) / 2
+    y_offset = (height - (sin * width + cos * height)) / 2
+    zeros = tf.zeros([n])
+    return tf.stack([cos, -sin, x_offset, sin, cos, y_offset, zeros, zeros], axis=1)
+
+
+def _transform(
+    images: tf.Tensor, transforms: tf.Tensor, interpolation: str, fill_mode: str
+) -> tf.Tensor:
+    """Applies one projective transform per image; outside the image, `fill_mode`
+    `"CONSTANT"` reads zeros and `"NEAREST"` the nearest edge pixel."""
     output = tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
-        transforms=tf.stack(transforms, axis=1),
+        transforms=transforms,
         output_shape=tf.shape(images)[1:3],
         fill_value=0.0,
         interpolation=interpolation,
-        fill_mode="CONSTANT",
+        fill_mode=fill_mode,
     )
     output.set_shape(images.shape)
     return output

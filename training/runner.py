@@ -28,11 +28,14 @@ summary's `warnings`.
 
 from __future__ import annotations
 
+import random
+import sys
 import time
 import warnings
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context as eager_context
 
 from training import baselines, metrics, plots
 from training.assembly import (
@@ -91,6 +94,91 @@ __all__ = [
 _EPOCH_SEED = 100_003
 # Seed offset of the data each baseline consolidates on (EWC's Fisher samples).
 _CONSOLIDATION_SEED = 50_021
+# The Keras backend whose seed generator `tf.keras.utils.set_random_seed` seeds.
+_KERAS_BACKEND = getattr(
+    sys.modules.get(tf.keras.utils.set_random_seed.__module__), "backend", None
+)
+
+
+class _EpochSeeder:
+    """Seeds Python, NumPy and TensorFlow at the start of an epoch with the same effect
+    as `tf.keras.utils.set_random_seed`, without its cost where that changes nothing.
+
+    `tf.random.set_seed` also empties TensorFlow's cache of kernels, so that stateful
+    random ops (e.g. dropout's `RandomUniform`) restart their sequences; every compiled
+    function (the train step, the evaluation step) is then instantiated again at its
+    next call, which costs 0.2-0.5 s per epoch. Only the kernels of those random ops
+    hold state that the cache keeps between epochs (eager ones get new seeds, hence
+    new kernels, each epoch; `tf.data` and the stateless ops take their seeds as
+    inputs), so the cache is emptied only while a function that TensorFlow holds
+    contains one: an op with a `seed2` attribute, which every legacy stateful random
+    op has. A function's ops never change, so each is inspected once. The first call
+    always empties it: kernels from before it (building the model, seeded with the
+    run's seed, which is also its first epoch's with `seed=0`) are not known.
+    """
+
+    def __init__(self):
+        self._inspected: set[str] = set()
+        self._stateful_random = False
+        self._emptied = False  # the cache, by an earlier call
+
+    def __call__(self, seed: int) -> None:
+        """Seeds everything with `seed`, as `tf.keras.utils.set_random_seed(seed)`."""
+        if (
+            not self._emptied
+            or self._holds_stateful_random_ops()
+            or not _seed_keeping_kernels(seed)
+        ):
+            tf.keras.utils.set_random_seed(seed)
+            self._emptied = True
+
+    def _holds_stateful_random_ops(self) -> bool:
+        if self._stateful_random:
+            return True
+        ctx = eager_context.context()
+        for name in ctx.list_function_names() - self._inspected:
+            self._inspected.add(name)
+            function = ctx.get_function_def(name)
+            if any("seed2" in node.attr for node in function.node_def):
+                self._stateful_random = True
+                return True
+        return False
+
+
+def _untuned(dataset: tf.data.Dataset | None) -> tf.data.Dataset | None:
+    """`dataset` with `tf.data`'s autotuning off: the same elements in the same order,
+    produced with the default parallelism and prefetch buffer instead of tuned ones.
+
+    Deleting an iterator of an autotuned dataset waits for its tuning thread, up to
+    ~0.5 s, and `fit` and `evaluate` delete theirs before returning: that was a
+    quarter of a small epoch. The runner's pipelines gather whole batches per element
+    (`training.data.make_pipeline`), so tuning gains nothing there.
+    """
+    if dataset is None:
+        return None
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
+def _seed_keeping_kernels(seed: int) -> bool:
+    """Does what `tf.keras.utils.set_random_seed(seed)` does but empty TensorFlow's
+    kernel cache; returns `False`, having done nothing, if this TensorFlow or Keras
+    keeps its seeds elsewhere, or if TensorFlow's global seed was never set (its op
+    seed generator does not exist yet; building a run's model sets it)."""
+    ctx = eager_context.context()
+    keras_seeds = getattr(_KERAS_BACKEND, "_SEED_GENERATOR", None)
+    if keras_seeds is None or not (hasattr(ctx, "_seed") and hasattr(ctx, "_rng")):
+        return False
+    random.seed(seed)
+    np.random.seed(seed)
+    # `tf.random.set_seed` in eager mode (`context.Context._set_global_seed`) but the
+    # kernel cache: the global seed, and the generator of the op seeds of random ops
+    # created without one.
+    ctx._seed = seed
+    ctx._rng = random.Random(seed)
+    keras_seeds.generator = random.Random(seed)
+    return True
 
 
 class RunWarning(UserWarning):
@@ -172,7 +260,9 @@ class _Run:
         self.model = self._build_model(synchronized_bn=strategy is not None)
         check_meta_layers(config, self.model)
         self.batch_norm = TaskBatchNorm(self.model, self.progress.bn_states)
-        self.test_data = {t.name: t.test_data(batch_size=1000) for t in self.eval_tasks}
+        self.test_data = {
+            t.name: _untuned(t.test_data(batch_size=1000)) for t in self.eval_tasks
+        }
         self.diagnostics = MetaplasticityDiagnostics(
             log_dir=str(directory.tensorboard_dir), per_layer_logs=False
         )
@@ -180,6 +270,7 @@ class _Run:
         binary = any(is_binary_variable(v) for v in self.model.trainable_variables)
         self.callbacks = [self.diagnostics] if binary else []
         self.optimizer = self._compile()
+        self.seed_epoch = _EpochSeeder()
         if self.progress.checkpoint:
             self._restore_checkpoint()
         self.progbar = _TaskProgressBar() if verbose == 1 else None
@@ -219,6 +310,7 @@ class _Run:
             model = baselines.with_baseline(
                 model,
                 config.baseline,
+                on=config.baseline_on,
                 ewc_lambda=config.ewc_lambda,
                 fisher_samples=config.fisher_samples,
                 si_c=config.si_c,
@@ -290,9 +382,11 @@ class _Run:
         if task_epoch == 0 and task_index > 0 and config.optimizer_per_task:
             self.optimizer = self._compile()
         seed = (config.seed * _EPOCH_SEED + global_epoch) % 2**32
-        tf.keras.utils.set_random_seed(seed)
-        train = task.train_data(
-            batch_size=config.batch_size, seed=seed, augment=config.augment
+        self.seed_epoch(seed)
+        train = _untuned(
+            task.train_data(
+                batch_size=config.batch_size, seed=seed, augment=config.augment
+            )
         )
         where = self._where(task_index, task_epoch)
         if self.verbose == 1:  # Keras' own header would count the run's epochs
@@ -374,15 +468,17 @@ class _Run:
             warnings.warn(message, RunWarning, stacklevel=2)
 
     def _end_task(self, task_index: int, task: Task) -> None:
-        """Saves the task's BatchNorm state and consolidates its baseline, if any."""
-        self.batch_norm.save(task_index)
-        self.progress.bn_states = self.batch_norm.states
+        """Saves the task's BatchNorm state (not in a stream: one state serves the
+        whole stream, as in the paper) and consolidates its baseline, if any."""
+        if self.config.protocol != "stream":
+            self.batch_norm.save(task_index)
+            self.progress.bn_states = self.batch_norm.states
         if self.config.baseline is not None:
             # Fisher / importance of the task, with its BatchNorm state; saved with
             # this epoch's checkpoint.
             seed = self.config.seed * _EPOCH_SEED + _CONSOLIDATION_SEED + task_index
             self.model.consolidate(
-                task.train_data(batch_size=self.config.batch_size, seed=seed)
+                _untuned(task.train_data(batch_size=self.config.batch_size, seed=seed))
             )
 
     def _evaluate(self, task_index: int) -> dict:
@@ -395,7 +491,7 @@ class _Run:
                 self.config, j, current_task=task_index, saved=self.batch_norm.states
             )
             if own:
-                batches = recalibration_batches(self.config, task, j)
+                batches = _untuned(recalibration_batches(self.config, task, j))
                 with self.batch_norm.evaluating(j, batches=batches):
                     accuracy = self._accuracy(task)
             else:

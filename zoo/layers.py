@@ -18,6 +18,11 @@ Layers are named by their depth `i` (1, 2, ... counting binary layers from the i
 `conv_i` or `dense_i`, then `pool_i` (if any) and `bn_i`; the output layer is `dense_out`
 with `bn_out`; the dropout before `dense_i` is `dropout_i` (`dropout_out` before the output).
 
+Kernel initializers may be given as anything Keras accepts (a name such as
+`"glorot_uniform"`, a config dict, an `Initializer` instance or a callable); every layer
+gets its own initializer (`layer_initializer`), so an instance passed once never hands
+several layers the same values.
+
 ```python
 x = tf.keras.Input((28, 28, 1))
 x = tf.keras.layers.Flatten()(x)
@@ -29,7 +34,7 @@ x = batch_norm(name="bn_1")(x)
 import contextlib
 import logging
 from types import MappingProxyType
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Union
 
 import larq as lq
 import tensorflow as tf
@@ -51,6 +56,12 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 _STARVED_WEIGHTS_WARNING = "may result in starved weights"
+# What a factory accepts as `kernel_initializer`: anything `tf.keras.initializers.get`
+# accepts (a name, a `{"class_name": ..., "config": ...}` dict, an instance, a callable).
+KernelInitializer = Union[
+    str, Dict[str, Any], tf.keras.initializers.Initializer, Callable[..., tf.Tensor]
+]
+PADDINGS = ("same", "valid")
 
 
 class _DropStarvedWeightsWarning(logging.Filter):
@@ -91,6 +102,65 @@ def binary_kernel_quantizer(
     )
 
 
+def check_initializer(
+    initializer: KernelInitializer, name: str = "kernel_initializer"
+) -> KernelInitializer:
+    """Checks that Keras can make an initializer of `initializer`, and returns it.
+
+    # Arguments
+        initializer: a Keras initializer identifier: a name, a config dict, an
+            `Initializer` instance or a callable `(shape, dtype) -> tensor`.
+        name: the argument's name, for the error message.
+
+    # Returns
+        `initializer`, unchanged.
+
+    # Raises
+        ValueError: if Keras does not know `initializer` (`None` included).
+    """
+    try:
+        known = initializer is not None and tf.keras.initializers.get(initializer)
+    except (ValueError, TypeError):
+        known = False
+    if not known:
+        raise ValueError(
+            f"{name} must be a Keras initializer (a name such as 'glorot_uniform', a "
+            f"config dict, an Initializer instance or a callable), got {initializer!r}."
+        )
+    return initializer
+
+
+def layer_initializer(
+    initializer: KernelInitializer, *, seed_offset: int = 0
+) -> KernelInitializer:
+    """Returns an initializer for one layer, never shared with another layer.
+
+    Keras hands the same values to every call of one *unseeded* `Initializer` instance
+    (and warns), so an instance is rebuilt from its config for each layer; a seeded one
+    gets `seed + seed_offset`, so that layers with different offsets get different (and
+    still reproducible) values. Names and config dicts already give a new instance per
+    layer and are returned unchanged, as are callables that are not `Initializer`s and
+    instances that cannot be rebuilt from their config.
+
+    # Arguments
+        initializer: a Keras initializer identifier (see `check_initializer`).
+        seed_offset: added to the seed of a seeded `Initializer` instance (pass each
+            layer's depth, for instance).
+
+    # Returns
+        An initializer identifier for `kernel_initializer=`.
+    """
+    if not isinstance(initializer, tf.keras.initializers.Initializer):
+        return initializer
+    config = dict(initializer.get_config())
+    if config.get("seed") is not None:
+        config["seed"] = int(config["seed"]) + seed_offset
+    try:
+        return type(initializer).from_config(config)
+    except (TypeError, ValueError):  # a custom initializer without a usable config
+        return initializer
+
+
 def _input_quantizer(first: bool, precision: str):
     if first:
         return None
@@ -99,7 +169,9 @@ def _input_quantizer(first: bool, precision: str):
     return lq.quantizers.SteSign(clip_value=1.0, dtype=layer_policy(precision))
 
 
-def _binary_kwargs(first: bool, kernel_initializer: str, precision: str) -> dict:
+def _binary_kwargs(
+    first: bool, kernel_initializer: KernelInitializer, precision: str
+) -> dict:
     precision = check_precision(precision)
     if first:  # it multiplies real pixels: float32 in every precision
         precision = "float32"
@@ -107,7 +179,7 @@ def _binary_kwargs(first: bool, kernel_initializer: str, precision: str) -> dict
         input_quantizer=_input_quantizer(first, precision),
         kernel_quantizer=binary_kernel_quantizer(precision=precision),
         kernel_constraint=None,
-        kernel_initializer=kernel_initializer,
+        kernel_initializer=layer_initializer(kernel_initializer),
         use_bias=False,
     )
     if precision != "float32":
@@ -119,7 +191,7 @@ def binary_dense(
     units: int,
     *,
     first: bool = False,
-    kernel_initializer: str = "glorot_uniform",
+    kernel_initializer: KernelInitializer = "glorot_uniform",
     precision: str = DEFAULT_PRECISION,
     name: Optional[str] = None,
 ) -> lq.layers.QuantDense:
@@ -129,7 +201,8 @@ def binary_dense(
         units: number of output units.
         first: whether the layer takes the real-valued network input; its input is then
             left unquantized.
-        kernel_initializer: initializer of the latent kernel.
+        kernel_initializer: initializer of the latent kernel, any Keras initializer
+            identifier (an `Initializer` instance is copied, see `layer_initializer`).
         precision: `"float32"`, or `"bf16"` to compute in bfloat16 (the latent kernel
             stays a float32 variable); a `first` layer computes in float32 in every
             precision.
@@ -149,22 +222,32 @@ def binary_conv(
     *,
     first: bool = False,
     kernel_size: int = 3,
-    kernel_initializer: str = "glorot_uniform",
+    padding: str = "same",
+    pad_values: Optional[float] = None,
+    kernel_initializer: KernelInitializer = "glorot_uniform",
     precision: str = DEFAULT_PRECISION,
     name: Optional[str] = None,
 ) -> lq.layers.QuantConv2D:
-    """Returns a binary "same" convolution (binary kernel, binary input unless `first`).
+    """Returns a binary convolution (binary kernel, binary input unless `first`).
 
-    Binarized inputs are padded with +1 (`pad_values=1.0`), so the padded input stays
-    binary as Larq Compute Engine requires; the first convolution sees real-valued pixels
-    and is zero-padded (`pad_values=0.0`).
+    By default a "same" convolution whose binarized inputs are padded with +1
+    (`pad_values=1.0`): the padded input stays binary, and Larq Compute Engine (0.16)
+    lets such a convolution write its output bit-packed for the next binary layer,
+    which it does not for one that zero-pads (that one writes float32 output, then
+    quantized by a separate `LceQuantize` op; the results are the same). The first
+    convolution sees real-valued pixels and is zero-padded (`pad_values=0.0`).
 
     # Arguments
         filters: number of output channels.
         first: whether the layer takes the real-valued network input; its input is then
-            left unquantized and zero-padded.
+            left unquantized and, by default, zero-padded.
         kernel_size: height and width of the kernel.
-        kernel_initializer: initializer of the latent kernel.
+        padding: `"same"` (the output keeps the input's height and width) or `"valid"`
+            (no padding: `kernel_size - 1` rows and columns fewer).
+        pad_values: the value a `"same"` convolution pads its (binarized) input with;
+            `None`: 0.0 for a `first` layer, else 1.0. Ignored with `"valid"`.
+        kernel_initializer: initializer of the latent kernel, any Keras initializer
+            identifier (an `Initializer` instance is copied, see `layer_initializer`).
         precision: `"float32"`, or `"bf16"` to compute in bfloat16 (the latent kernel
             stays a float32 variable); a `first` layer computes in float32 in every
             precision.
@@ -172,13 +255,22 @@ def binary_conv(
 
     # Returns
         A `larq.layers.QuantConv2D` layer.
+
+    # Raises
+        ValueError: if `padding` is neither `"same"` nor `"valid"`.
     """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
+    if padding == "valid":
+        pad_values = 0.0
+    elif pad_values is None:
+        pad_values = 0.0 if first else 1.0
     with silence_starved_weights_warning():
         return lq.layers.QuantConv2D(
             filters,
             kernel_size,
-            padding="same",
-            pad_values=0.0 if first else 1.0,
+            padding=padding,
+            pad_values=float(pad_values),
             **_binary_kwargs(first, kernel_initializer, precision),
             name=name,
         )
@@ -222,7 +314,8 @@ def binary_dense_stack(
     first_index: int,
     first: bool = False,
     dropout: float = 0.0,
-    kernel_initializer: str = "glorot_uniform",
+    input_dropout: bool = True,
+    kernel_initializer: KernelInitializer = "glorot_uniform",
     precision: str = DEFAULT_PRECISION,
 ) -> tf.Tensor:
     """Applies binary dense + batch norm blocks, ending with the logits layer.
@@ -233,8 +326,14 @@ def binary_dense_stack(
         num_classes: units of the output layer.
         first_index: depth index of the first dense layer (names `dense_{first_index}`).
         first: whether the first dense layer takes the real-valued network input.
-        dropout: dropout rate applied before every dense layer; 0 adds no dropout layer.
-        kernel_initializer: initializer of the latent kernels.
+        dropout: dropout rate; 0 adds no dropout layer. The dropout before `dense_i` is
+            `dropout_i` (`dropout_out` before the output layer).
+        input_dropout: whether a dropout also precedes the first dense layer (on `x`
+            itself); `False` puts one only between dense layers, after each hidden
+            layer's batch norm (as in the paper's VGG-Small).
+        kernel_initializer: initializer of the latent kernels (each layer gets its own,
+            see `layer_initializer`; a seeded instance gets the seed + the layer's
+            depth index).
         precision: `"float32"` or `"bf16"` (see `binary_dense`); the logits are float32.
 
     # Returns
@@ -242,14 +341,16 @@ def binary_dense_stack(
     """
     tags = [str(first_index + i) for i in range(len(hidden_units))] + ["out"]
     for i, (units, tag) in enumerate(zip([*hidden_units, num_classes], tags)):
-        if dropout:
+        if dropout and (input_dropout or i > 0):
             x = tf.keras.layers.Dropout(
                 dropout, name=f"dropout_{tag}", **layer_kwargs(precision)
             )(x)
         x = binary_dense(
             units,
             first=first and i == 0,
-            kernel_initializer=kernel_initializer,
+            kernel_initializer=layer_initializer(
+                kernel_initializer, seed_offset=first_index + i
+            ),
             precision=precision,
             name=f"dense_{tag}",
         )(x)

@@ -19,6 +19,9 @@ from zoo.weights import WeightsType, check_weights, load_weights, pretrained_wei
 
 # The paper's MLP for permuted MNIST: 784-1024-1024-10 (Laborieux et al. 2021).
 DEFAULT_HIDDEN_UNITS = (1024, 1024)
+# The reference code's initialisation (`--init uniform --init-width 0.1`): uniform in
+# [-0.05, 0.05], which is Keras' "random_uniform".
+PAPER_INITIALIZER = "random_uniform"
 
 
 @register_model(
@@ -32,7 +35,7 @@ def mlp_meta(
     num_classes: int = 10,
     weights: WeightsType = None,
     pretrained: bool = False,
-    kernel_initializer: str = "glorot_uniform",
+    kernel_initializer: str = PAPER_INITIALIZER,
     precision: str = DEFAULT_PRECISION,
     name: str = "mlp_meta",
 ) -> tf.keras.Model:
@@ -56,7 +59,9 @@ def mlp_meta(
             `"mlp_meta_fashion_mnist_stream"` (stream Fashion-MNIST, Fig. 3); the other
             arguments must then be that model's (`hidden_units=(1024, 1024)`, 28x28x1
             inputs, 10 classes).
-        kernel_initializer: initializer of the latent binary kernels.
+        kernel_initializer: initializer of the latent binary kernels (a Keras
+            initializer identifier or instance); default the paper's, uniform in
+            [-0.05, 0.05].
         precision: `"float32"`, or `"bf16"`: the binary layers compute in bfloat16
             (latent kernels, batch normalization and logits stay float32; see
             `zoo.precision`).
@@ -108,7 +113,7 @@ def mlp_float(
     input_tensor: Optional[tf.Tensor] = None,
     num_classes: int = 10,
     weights: WeightsType = None,
-    kernel_initializer: str = "glorot_uniform",
+    kernel_initializer: str = PAPER_INITIALIZER,
     name: str = "mlp_float",
 ) -> tf.keras.Model:
     """Instantiates the full-precision MLP of the same shape as `mlp_meta`.
@@ -129,7 +134,8 @@ def mlp_float(
         num_classes: number of output logits.
         weights: `None` (random initialization) or a path to a weights file (`.h5` or a
             TensorFlow checkpoint prefix) to load.
-        kernel_initializer: initializer of the kernels.
+        kernel_initializer: initializer of the kernels (a Keras initializer
+            identifier or instance); default the paper's, uniform in [-0.05, 0.05].
         name: model name.
 
     # Returns

@@ -1,0 +1,243 @@
+"""The paper's reproduction suite (`benchmarks/paper.py`) end to end, on tiny runs of
+the experiments' configurations (2 tasks x 1 epoch, 16-16 units) over the tiny
+generated IDX data of `conftest.py`: training, skipping finished runs, partial runs,
+statistics, comparisons, figures, and one-line errors."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import paper as suite  # noqa: E402
+from training import paper  # noqa: E402
+from training.runner import run  # noqa: E402
+
+TINY = dict(num_tasks=2, epochs=1, hidden_units=(16, 16), batch_size=40)
+
+
+@pytest.fixture(scope="module")
+def fig2(tmp_path_factory, tiny_data_dir):
+    """Fig. 2 with m = 0 and 1.35, seeds 0 and 1 finished, seed 2 of m = 0 stopped
+    after its first epoch (a run in progress)."""
+    root = tmp_path_factory.mktemp("suite")
+    runs_root, results = root / "runs", root / "results"
+    partial = paper.run_config(
+        "fig2",
+        "m0",
+        scale="quick",
+        seed=2,
+        data_dir=str(tiny_data_dir),
+        run_dir=str(suite.run_dir_of("fig2", "m0", "quick", 2, runs_root)),
+        **TINY,
+    )
+    run(partial, verbose=0, stop_after_epochs=1)
+    path, failures = suite.run_experiment(
+        "fig2",
+        scale="quick",
+        seeds=[0, 1],
+        runs=["m0", "m1.35"],
+        data_dir=str(tiny_data_dir),
+        runs_root=runs_root,
+        results_dir=results,
+        fields=TINY,
+        verbose=0,
+    )
+    assert failures == []
+    return dict(
+        path=path,
+        record=json.loads(path.read_text()),
+        runs_root=runs_root,
+        results=results,
+        data_dir=tiny_data_dir,
+    )
+
+
+def test_results_file_holds_every_seed_and_the_statistics(fig2):
+    record = fig2["record"]
+    assert fig2["path"] == fig2["results"] / "fig2-quick.json"
+    assert record["experiment"] == "fig2" and record["scale"] == "quick"
+    assert record["figure"] == paper.experiment("fig2").figure
+    assert record["authors_command"].startswith("main.py --net bnn")
+    assert record["command"].startswith(
+        "python benchmarks/paper.py run fig2 --scale quick"
+    )
+    assert record["precisions"] == ["float32"]
+    assert record["budget"]["runs_finished"] == 4
+    assert record["budget"]["runs_partial"] == 1
+    assert record["budget"]["wall_time_s"] > 0
+    assert record["host"]["cpus"] and record["machine"]
+    m0, m135 = record["runs"]["m0"], record["runs"]["m1.35"]
+    assert set(record["runs"]) == set(paper.experiment("fig2").runs)
+    assert record["runs"]["m0.5"]["seeds"] == {}  # not run
+    for entry in (m0, m135):
+        for seed in ("0", "1"):
+            s = entry["seeds"][seed]
+            assert s["status"] == "finished"
+            assert set(s["final_accuracy"]) == {"task_1", "task_2"}
+            assert s["mean_accuracy"] == pytest.approx(
+                sum(s["final_accuracy"].values()) / 2
+            )
+            assert -1 <= s["bwt"] <= 1 and s["acc"] == pytest.approx(s["mean_accuracy"])
+            assert s["completed_epochs"] == s["total_epochs"] == 2
+            assert s["config"]["precision"] == "float32"
+            assert s["config"]["hidden_units"] == [16, 16] and s["config"][
+                "seed"
+            ] == int(seed)
+            # Beyond the paper: statistics re-estimated from 20 batches; the paper's
+            # protocol evaluated again from the checkpoint agrees with the run.
+            recal = s["recalibrated_bn"]
+            assert recal["batches"] == 20 and 0 <= recal["mean_accuracy"] <= 1
+            assert recal["paper_protocol_check_max_abs_diff"] < 1e-6
+        stats = entry["statistics"]
+        values = [entry["seeds"][k]["mean_accuracy"] for k in ("0", "1")]
+        assert stats["seeds_finished"] == 2
+        assert stats["mean_accuracy"]["n"] == 2
+        assert stats["mean_accuracy"]["mean"] == pytest.approx(
+            sum(values) / 2, abs=1e-6
+        )
+        assert stats["mean_accuracy"]["std"] == pytest.approx(
+            abs(values[0] - values[1]) / 2**0.5, abs=1e-6
+        )
+        assert {"acc", "bwt", "recalibrated_bn_mean_accuracy"} <= set(stats)
+        assert entry["paper"]["source"] == "not given in text"
+        assert len(entry["curve"]["epochs"]) == 2
+    # The run in progress is listed with how far it got, outside the statistics.
+    partial = m0["seeds"]["2"]
+    assert partial["status"] == "partial"
+    assert (partial["completed_epochs"], partial["total_epochs"]) == (1, 2)
+    assert "mean_accuracy" not in partial
+    assert m0["statistics"]["seeds_partial"] == 1
+
+
+def test_comparison_states_its_rule(fig2):
+    record = fig2["record"]
+    assert "Welch" in record["noise_rule"]
+    (comparison,) = record["comparisons"]
+    assert (comparison["a"], comparison["b"], comparison["n"]) == (
+        "m1.35",
+        "m0",
+        [2, 2],
+    )
+    means = [
+        record["runs"][r]["statistics"]["mean_accuracy"]["mean"]
+        for r in ("m1.35", "m0")
+    ]
+    assert comparison["difference"] == pytest.approx(means[0] - means[1], abs=1e-5)
+    if comparison["p_value"] is None:
+        assert comparison["within_noise"] is None and comparison["reason"]
+    else:
+        assert comparison["within_noise"] == (comparison["p_value"] >= 0.05)
+
+
+def test_figures_are_written(fig2):
+    figures = [Path(p) for p in fig2["record"]["figures"]]
+    assert {p.name for p in figures} == {"fig2-quick.png", "fig2-quick-histograms.png"}
+    for path in figures:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    histograms = fig2["record"]["runs"]["m1.35"]["hidden_weights"]
+    assert set(histograms) == {"dense_1", "dense_2"}  # the hidden layers
+
+
+def test_finished_runs_are_skipped_and_partial_ones_resumed(fig2, capsys):
+    before = fig2["record"]["runs"]["m1.35"]["seeds"]["0"]["wall_time_s"]
+    path, failures = suite.run_experiment(
+        "fig2",
+        scale="quick",
+        seeds=[0, 2],
+        runs=["m0", "m1.35"],
+        data_dir=str(fig2["data_dir"]),
+        runs_root=fig2["runs_root"],
+        results_dir=fig2["results"],
+        fields=TINY,
+        verbose=0,
+    )
+    out = capsys.readouterr().out
+    assert failures == []
+    assert "fig2 m1.35 seed 0 (quick): finished, skipped" in out
+    assert "fig2 m0 seed 2 (quick): resuming after epoch 1/2" in out
+    record = json.loads(path.read_text())
+    assert record["runs"]["m1.35"]["seeds"]["0"]["wall_time_s"] == before
+    assert record["runs"]["m0"]["statistics"]["seeds_finished"] == 3
+    assert record["budget"]["runs_partial"] == 0
+    # Post-hoc analyses of unchanged checkpoints are read from the last results file.
+    assert "m1.35-seed0: re-estimating" not in out
+    assert "m0-seed2: re-estimating" in out
+
+
+def test_stream_with_joint_runs(tmp_path, tiny_data_dir):
+    path, failures = suite.run_experiment(
+        "stream_fmnist",
+        scale="quick",
+        seeds=[0],
+        runs=["m2.5", "joint-m2.5"],
+        data_dir=str(tiny_data_dir),
+        runs_root=tmp_path / "runs",
+        results_dir=tmp_path / "results",
+        fields=TINY,
+        verbose=0,
+    )
+    assert failures == []
+    record = json.loads(path.read_text())
+    stream = record["runs"]["m2.5"]
+    assert stream["seeds"]["0"]["config"]["num_tasks"] == 2
+    assert list(stream["seeds"]["0"]["final_accuracy"]) == ["test"]
+    assert (
+        "bwt" not in stream["seeds"]["0"]
+        and "recalibrated_bn" not in stream["seeds"]["0"]
+    )
+    assert len(stream["curve"]["epochs"]) == 2  # after each subset
+    assert record["runs"]["joint-m2.5"]["seeds"]["0"]["config"]["joint"] is True
+    by_pair = {(c["a"], c["b"]): c for c in record["comparisons"]}
+    stream_vs_joint = by_pair[("m2.5", "joint-m2.5")]
+    assert stream_vs_joint["within_noise"] is None
+    assert stream_vs_joint["reason"] == "fewer than 2 finished seeds"
+    assert by_pair[("m2.5", "m0")]["reason"] == "a run has no finished seed"
+    assert (tmp_path / "results" / "stream_fmnist-quick.png").exists()
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert suite.main(["collect", "fig9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: experiment must be one of") and "\n" not in err
+    code = suite.main(
+        ["collect", "fig2", "--scale", "quick", "--runs-root", str(tmp_path)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no run directory of fig2" in err and "\n" not in err
+    assert (
+        suite.main(["run", "fig2", "--scale", "tiny", "--runs-root", str(tmp_path)])
+        == 2
+    )
+    assert "scale must be one of" in capsys.readouterr().err
+    assert (
+        suite.main(["run", "fig2", "--runs", "m7", "--runs-root", str(tmp_path)]) == 2
+    )
+    assert "run must be one of" in capsys.readouterr().err
+
+
+def test_comparisons_and_paper_values_name_real_runs():
+    for name, pairs in suite.COMPARISONS.items():
+        runs = paper.experiment(name).runs
+        for a, b, _ in pairs:
+            assert a in runs and b in runs
+    for name, values in suite.PAPER_VALUES.items():
+        for run_name, value in values.items():
+            assert run_name in paper.experiment(name).runs
+            assert value["source"] and value["note"]
+    # Every run directory is where `python -m training paper` puts it (a run shared
+    # with another experiment: in that experiment's directories).
+    for name in paper.experiment_names():
+        for run_name in paper.experiment(name).runs:
+            expected = paper.run_config(name, run_name, scale="quick", seed=1).run_dir
+            assert suite.run_dir_of(
+                name, run_name, "quick", 1, Path("runs/paper")
+            ) == Path(expected)
+    entries = suite.catalog()
+    assert [e["experiment"] for e in entries] == list(paper.experiment_names())
+    assert all(
+        e["command"].startswith("python benchmarks/paper.py run ") for e in entries
+    )

@@ -1,0 +1,109 @@
+"""The README's generated sections (`tools/readme_tables.py`) equal what their renderers
+make of the committed results files: a number in a generated table has a file behind
+it. Every renderer registered in `SECTIONS` is checked, whatever it renders."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools import readme_tables  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(readme_tables.SECTIONS))
+def test_readme_section_is_generated_from_the_results_files(name):
+    text = readme_tables.README.read_text()
+    assert readme_tables.read_section(text, name) == readme_tables.render(name), (
+        f"README section {name!r} differs from its results files: run "
+        f"`python benchmarks/paper.py table` (and commit the results files it reads)."
+    )
+
+
+def test_a_readme_number_without_a_results_file_fails(tmp_path):
+    # A repository whose README shows a row no results file backs.
+    (tmp_path / "README.md").write_text(
+        "# x\n\n<!-- reproduction:start -->\n| fig2 | 99.9 % |\n<!-- reproduction:end -->\n"
+    )
+    assert readme_tables.stale_sections(root=tmp_path) == ["reproduction"]
+    assert readme_tables.update_readme(root=tmp_path) == ["reproduction"]
+    text = (tmp_path / "README.md").read_text()
+    assert "99.9" not in text and "not run yet" in text
+    assert text.startswith("# x\n\n<!-- reproduction:start -->\n|")
+    assert readme_tables.stale_sections(root=tmp_path) == []
+    assert readme_tables.update_readme(root=tmp_path) == []
+
+
+def test_results_files_reach_the_table(tmp_path):
+    shutil.copy(readme_tables.README, tmp_path / "README.md")
+    results = tmp_path / readme_tables.PAPER_RESULTS
+    results.mkdir(parents=True)
+    record = {
+        "experiment": "fig2",
+        "scale": "quick",
+        "scale_fields": {"hidden_units": [1024, 1024], "epochs": 10},
+        "precisions": ["bf16"],
+        "noise_rule": "Welch.",
+        "runs": {
+            "m1.35": {
+                "seeds": {
+                    "0": {"status": "finished"},
+                    "1": {"status": "finished"},
+                    "2": {"status": "partial"},
+                },
+                "statistics": {
+                    "seeds_finished": 2,
+                    "mean_accuracy": {"mean": 0.8661, "std": 0.0042, "n": 2},
+                    "wall_time_s": 5400.0,
+                },
+            },
+            "m0": {"seeds": {}, "statistics": {"seeds_finished": 0}},
+        },
+        "comparisons": [
+            {"a": "m1.35", "b": "m0", "what": "w", "difference": None},
+        ],
+    }
+    (results / "fig2-quick.json").write_text(json.dumps(record))
+    body = readme_tables.render("reproduction", root=tmp_path)
+    row = next(line for line in body.splitlines() if "m1.35" in line and "bf16" in line)
+    assert "86.6 ± 0.4 %" in row and "2 (+1 partial)" in row and "90 min" in row
+    assert "quick (hidden_units 1024x1024, epochs 10), bf16" in row
+    # fig2 has no paper-scale file: its command is listed.
+    assert "not run yet: `python benchmarks/paper.py run fig2 --scale paper" in body
+    assert "| m0 |" not in body  # no seed at all: no row
+    assert "difference of the means" not in body  # no comparison with data
+    (results / "broken.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a results file"):
+        readme_tables.render("reproduction", root=tmp_path)
+
+
+def test_markers_must_be_there_once_and_in_order():
+    good = "a\n<!-- s:start -->\nold\n<!-- s:end -->\nb"
+    assert readme_tables.read_section(good, "s") == "old"
+    assert readme_tables.replace_section(good, "s", "new\n") == (
+        "a\n<!-- s:start -->\nnew\n<!-- s:end -->\nb"
+    )
+    for bad in (
+        "a",
+        "<!-- s:start --><!-- s:start --><!-- s:end -->",
+        "<!-- s:end --> <!-- s:start -->",
+    ):
+        with pytest.raises(ValueError, match="s:"):
+            readme_tables.read_section(bad, "s")
+    with pytest.raises(ValueError, match="section must be one of"):
+        readme_tables.render("nothing")
+
+
+def test_sections_register_by_name():
+    @readme_tables.section("probe_table")
+    def probe(root):
+        return "| x |\n"
+
+    try:
+        assert readme_tables.render("probe_table") == "| x |"
+    finally:
+        del readme_tables.SECTIONS["probe_table"]

@@ -1,0 +1,412 @@
+"""README sections generated from committed results files, and the check that they match.
+
+A generated section of README.md lies between two markers,
+
+    <!-- NAME:start -->
+    ... generated text ...
+    <!-- NAME:end -->
+
+and `SECTIONS` maps `NAME` to the function that renders it from the repository's files
+(`renderer(root) -> str`). `python benchmarks/paper.py table` rewrites them
+(`update_readme`); `tests/test_readme_tables.py` fails when the README's text differs
+from what the renderers make of the committed results files (`stale_sections`), so a
+number in a generated table always has a results file behind it. A new table joins by
+adding a renderer to `SECTIONS` (`@section("name")`) and the two markers to the README.
+
+This module imports neither TensorFlow nor the project's packages; a renderer may
+import what it needs when it runs (the `reproduction` renderer reads the paper's
+experiments from `benchmarks/paper.py`, which imports `training`).
+
+!!! example
+    ```python
+    from tools import readme_tables
+
+    readme_tables.stale_sections()            # [] when the README is up to date
+    readme_tables.update_readme()             # rewrites every stale section
+    ```
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PAPER_RESULTS",
+    "README",
+    "ROOT",
+    "SECTIONS",
+    "load_results",
+    "markers",
+    "read_section",
+    "render",
+    "render_reproduction",
+    "replace_section",
+    "section",
+    "stale_sections",
+    "update_readme",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+# Where `benchmarks/paper.py collect` writes one JSON file per experiment and scale.
+PAPER_RESULTS = Path("benchmarks") / "results" / "paper"
+
+# Section name -> renderer(root) returning the section's text (without markers).
+SECTIONS: dict[str, Callable[[Path], str]] = {}
+
+
+def section(name: str) -> Callable:
+    """Registers the decorated `renderer(root) -> str` as the renderer of section
+    `name` (`SECTIONS`)."""
+
+    def register(renderer: Callable[[Path], str]) -> Callable[[Path], str]:
+        SECTIONS[name] = renderer
+        return renderer
+
+    return register
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The start and end markers of section `name`."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def _span(text: str, name: str) -> tuple[int, int]:
+    """Where section `name`'s text lies in `text`: between the end of its start marker
+    and the beginning of its end marker.
+
+    # Raises
+        ValueError: if a marker is missing, repeated or out of order.
+    """
+    start, end = markers(name)
+    for marker in (start, end):
+        count = text.count(marker)
+        if count != 1:
+            raise ValueError(
+                f"README must hold the marker {marker} exactly once, found {count}."
+            )
+    begin, finish = text.index(start) + len(start), text.index(end)
+    if finish < begin:
+        raise ValueError(f"{end} comes before {start} in README.")
+    return begin, finish
+
+
+def read_section(text: str, name: str) -> str:
+    """The text of section `name` in `text` (a README), without its markers and the
+    newlines next to them.
+
+    # Raises
+        ValueError: if its markers are missing, repeated or out of order.
+    """
+    begin, finish = _span(text, name)
+    return text[begin:finish].strip("\n")
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """`text` with section `name`'s text replaced by `body`.
+
+    # Raises
+        ValueError: if its markers are missing, repeated or out of order.
+    """
+    begin, finish = _span(text, name)
+    return text[:begin] + "\n" + body.strip("\n") + "\n" + text[finish:]
+
+
+def render(name: str, root: Path = ROOT) -> str:
+    """Section `name` as its renderer makes it from the files under `root`.
+
+    # Raises
+        ValueError: for an unknown section (the message lists the known ones).
+    """
+    if name not in SECTIONS:
+        raise ValueError(
+            f"section must be one of {', '.join(map(repr, SECTIONS))}; got {name!r}."
+        )
+    return SECTIONS[name](Path(root)).strip("\n")
+
+
+def stale_sections(
+    readme: Path | None = None,
+    root: Path = ROOT,
+    names: Iterable[str] | None = None,
+) -> list[str]:
+    """The sections whose text in the README differs from their rendering.
+
+    # Arguments
+        readme: the README file; default `root / "README.md"`.
+        root: the repository the renderers read.
+        names: the sections to check; default all of `SECTIONS`.
+
+    # Returns
+        The names of the stale sections, in `SECTIONS` order.
+
+    # Raises
+        ValueError: if a section's markers are missing, repeated or out of order.
+    """
+    text = Path(readme or Path(root) / "README.md").read_text()
+    return [
+        name
+        for name in (SECTIONS if names is None else names)
+        if read_section(text, name) != render(name, root)
+    ]
+
+
+def update_readme(
+    readme: Path | None = None,
+    root: Path = ROOT,
+    names: Iterable[str] | None = None,
+) -> list[str]:
+    """Rewrites the README's stale sections from their renderers.
+
+    # Arguments
+        readme: the README file; default `root / "README.md"`.
+        root: the repository the renderers read.
+        names: the sections to rewrite; default all of `SECTIONS`.
+
+    # Returns
+        The names of the sections that changed.
+
+    # Raises
+        ValueError: if a section's markers are missing, repeated or out of order.
+    """
+    path = Path(readme or Path(root) / "README.md")
+    text = original = path.read_text()
+    changed = []
+    for name in SECTIONS if names is None else names:
+        body = render(name, root)
+        if read_section(text, name) != body:
+            text = replace_section(text, name, body)
+            changed.append(name)
+    if text != original:
+        path.write_text(text)
+    return changed
+
+
+# The reproduction table (`benchmarks/paper.py`).
+
+
+def load_results(directory: Path) -> list[dict]:
+    """The results files of `benchmarks/paper.py collect` in `directory`
+    (`<experiment>-<scale>.json`), sorted by file name; none if it does not exist.
+
+    # Raises
+        ValueError: naming a file that is not a paper results file.
+    """
+    results = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except ValueError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        if not isinstance(record, dict) or not {"experiment", "scale", "runs"} <= set(
+            record
+        ):
+            raise ValueError(f"{path} is not a results file of benchmarks/paper.py.")
+        results.append(record)
+    return results
+
+
+def _percent(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _mean_std(stats: Mapping[str, Any] | None) -> str:
+    """`"86.6 ± 0.4 %"` from `{"mean": 0.866, "std": 0.004, "n": 3}`."""
+    if not stats or stats.get("mean") is None:
+        return "—"
+    if stats.get("std") is None:
+        return f"{_percent(stats['mean'])} %"
+    return f"{_percent(stats['mean'])} ± {_percent(stats['std'])} %"
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return "—"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _paper_value(value: Mapping[str, Any] | None) -> str:
+    """The paper's value of a run as the table shows it, with its source."""
+    if not value:
+        return "not given in text"
+    parts = []
+    if value.get("mean_accuracy_pct") is not None:
+        parts.append(f"{value['mean_accuracy_pct']:g} % mean")
+    for task, accuracy in (value.get("final_accuracy_pct") or {}).items():
+        parts.append(f"{task} {accuracy:g} %")
+    if not parts:
+        return "not given in text"
+    return ", ".join(parts) + f" ({value.get('source', 'source not recorded')})"
+
+
+def _ours(record: Mapping[str, Any]) -> str:
+    """`"quick (num_tasks 20, epochs 5), float32"`."""
+    scale = record["scale"]
+    overrides = record.get("scale_fields") or {}
+    if overrides:
+        shown = ", ".join(
+            f"{k} {'x'.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in overrides.items()
+        )
+        scale = f"{scale} ({shown})"
+    precisions = record.get("precisions") or []
+    return f"{scale}, {'/'.join(precisions)}" if precisions else scale
+
+
+def _seeds(run: Mapping[str, Any]) -> str:
+    statistics = run.get("statistics") or {}
+    finished = statistics.get("seeds_finished", 0)
+    text = str(finished)
+    partial = [s for s in run.get("seeds", {}).values() if s["status"] == "partial"]
+    if partial:
+        text += f" (+{len(partial)} partial)"
+    return text
+
+
+def _row(cells: Sequence[str]) -> str:
+    return (
+        "| "
+        + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells)
+        + " |"
+    )
+
+
+def render_reproduction(
+    catalog: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]]
+) -> str:
+    """The README's reproduction tables: one row per run of every results file, one
+    "not run yet" row for each experiment without a results file at the paper's
+    scale, then the comparisons of the results files.
+
+    # Arguments
+        catalog: the paper's experiments in order (`benchmarks/paper.py`'s
+            `catalog()`): dicts with `experiment`, `figure`, `setting`, `runs`,
+            `paper_values` (run -> value) and `command` (at the paper's scale).
+        results: the results files (`load_results`).
+
+    # Returns
+        Markdown.
+    """
+    by_experiment: dict[str, list[Mapping[str, Any]]] = {}
+    for record in results:
+        by_experiment.setdefault(record["experiment"], []).append(record)
+    lines = [
+        "| experiment | the paper's setting | ours: scale, precision | seeds | "
+        "final mean accuracy | the paper's value | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    known = [entry["experiment"] for entry in catalog]
+    extra = [name for name in by_experiment if name not in known]
+    entries = list(catalog) + [
+        {"experiment": n, "figure": "", "setting": "", "runs": [], "paper_values": {}}
+        for n in extra
+    ]
+    for entry in entries:
+        name = entry["experiment"]
+        label = f"`{name}`: {entry['figure']}" if entry["figure"] else f"`{name}`"
+        records = sorted(
+            by_experiment.get(name, []),
+            key=lambda r: (r["scale"] != "paper", r["scale"]),
+        )
+        first = True
+        for record in records:
+            for run_name, run in record["runs"].items():
+                if not run.get("seeds"):
+                    continue  # not run at this scale
+                statistics = run.get("statistics") or {}
+                lines.append(
+                    _row(
+                        [
+                            f"{label} {run_name}" if first else run_name,
+                            entry["setting"] if first else "",
+                            _ours(record),
+                            _seeds(run),
+                            _mean_std(statistics.get("mean_accuracy")),
+                            _paper_value(entry["paper_values"].get(run_name)),
+                            _duration(statistics.get("wall_time_s")),
+                        ]
+                    )
+                )
+                first = False
+        if not any(r["scale"] == "paper" for r in records):
+            values = [
+                f"{run}: {_paper_value(entry['paper_values'].get(run))}"
+                for run in entry["runs"]
+                if _paper_value(entry["paper_values"].get(run)) != "not given in text"
+            ]
+            lines.append(
+                _row(
+                    [
+                        label if first else "paper scale",
+                        entry["setting"] if first else "",
+                        f"not run yet: `{entry.get('command', '')}`",
+                        "",
+                        "",
+                        "; ".join(values) or "not given in text",
+                        "",
+                    ]
+                )
+            )
+    comparisons = [  # those with a finished seed on both sides
+        (record, c)
+        for record in results
+        for c in record.get("comparisons", [])
+        if c.get("difference") is not None
+    ]
+    if comparisons:
+        lines += [
+            "",
+            "| experiment, scale | comparison | difference of the means | "
+            "within the noise? |",
+            "|---|---|---|---|",
+        ]
+        for record, c in comparisons:
+            if c.get("difference") is None:
+                difference = "—"
+            else:
+                difference = f"{100 * c['difference']:+.1f} points"
+                if c.get("p_value") is not None:
+                    difference += f" (Welch p = {c['p_value']:.2g})"
+            verdict = {True: "yes", False: "no", None: "undetermined"}[
+                c.get("within_noise")
+            ]
+            if c.get("within_noise") is None and c.get("reason"):
+                verdict += f": {c['reason']}"
+            lines.append(
+                _row(
+                    [
+                        f"`{record['experiment']}`, {record['scale']}",
+                        f"{c['a']} − {c['b']}: {c['what']}",
+                        difference,
+                        verdict,
+                    ]
+                )
+            )
+        rules = sorted({record.get("noise_rule", "") for record, _ in comparisons})
+        lines += ["", "Within the noise: " + " ".join(r for r in rules if r)]
+    return "\n".join(lines)
+
+
+def _paper_module():
+    """`benchmarks/paper.py` as the module `benchmarks.paper` (already imported, or
+    imported now with the repository on `sys.path`)."""
+    if "benchmarks.paper" not in sys.modules and str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("benchmarks.paper")
+
+
+@section("reproduction")
+def _reproduction(root: Path) -> str:
+    paper = _paper_module()
+    return render_reproduction(
+        paper.catalog(), load_results(Path(root) / PAPER_RESULTS)
+    )
