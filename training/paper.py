@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from training.config import WEIGHT_DECAY, RunConfig
+from training.config import PRESETS, WEIGHT_DECAY, RunConfig
 from zoo.validation import check_choice, check_nonnegative_int
 
 __all__ = [
@@ -42,9 +42,8 @@ __all__ = [
 # The scale that runs an experiment exactly at the paper's settings.
 PAPER_SCALE = "paper"
 
-_PERMUTED = dict(
-    protocol="permuted", datasets=("mnist",), learning_rate=0.005, batch_size=100
-)
+# Fig. 2's settings are the command line's permuted-MNIST defaults (`PRESETS`).
+_FIG2 = dict(protocol="permuted", datasets=("mnist",), **PRESETS[("permuted", "mnist")])
 _WIDTHS = (512, 1024, 2048, 4096)
 
 
@@ -113,13 +112,7 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 command="main.py --net bnn --hidden-layers 4096 4096 --lr 0.005 "
                 "--decay 1e-7 --meta {0,0.5,1,1.35} --epochs-per-task 40 "
                 "--task-sequence pMNIST x6",
-                fields=dict(
-                    _PERMUTED,
-                    num_tasks=6,
-                    epochs=40,
-                    hidden_units=(4096, 4096),
-                    weight_decay=WEIGHT_DECAY,
-                ),
+                fields=_FIG2,
                 runs=_frozen({f"m{m:g}": dict(meta=m) for m in (0.0, 0.5, 1.0, 1.35)}),
                 scales=_frozen({"quick": dict(hidden_units=(1024, 1024), epochs=10)}),
             ),
@@ -131,14 +124,7 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 command="main.py --net dnn --hidden-layers 4096 4096 --lr 0.005 "
                 "--decay 1e-7 --meta {0,0.5,1,1.35} --epochs-per-task 40 "
                 "--task-sequence pMNIST x6",
-                fields=dict(
-                    _PERMUTED,
-                    model="mlp_float",
-                    num_tasks=6,
-                    epochs=40,
-                    hidden_units=(4096, 4096),
-                    weight_decay=WEIGHT_DECAY,
-                ),
+                fields=dict(_FIG2, model="mlp_float"),
                 runs=_frozen({f"m{m:g}": dict(meta=m) for m in (0.0, 0.5, 1.0, 1.35)}),
                 scales=_frozen({"quick": dict(hidden_units=(1024, 1024), epochs=10)}),
             ),
@@ -151,13 +137,7 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 "--decay 1e-7 --ewc --ewc-lambda 5000 [--rnd-consolidation] "
                 "--epochs-per-task 40 --task-sequence pMNIST x6 (the README's command "
                 "omits --ewc, which its main.py needs to use EWC)",
-                fields=dict(
-                    _PERMUTED,
-                    num_tasks=6,
-                    epochs=40,
-                    hidden_units=(4096, 4096),
-                    weight_decay=WEIGHT_DECAY,
-                ),
+                fields=_FIG2,
                 runs=_frozen(
                     {
                         "m1.35": dict(meta=1.35),
@@ -179,7 +159,7 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 command="main.py --net bnn --hidden-layers W W --lr 0.005 --decay 1e-8 "
                 "{--meta 1.35 | --ewc --ewc-lambda 5e3 --meta 0} --epochs-per-task 40 "
                 "--task-sequence pMNIST x10",
-                fields=dict(_PERMUTED, num_tasks=10, epochs=40, weight_decay=1e-8),
+                fields=dict(_FIG2, num_tasks=10, weight_decay=1e-8),
                 runs=_frozen(
                     {
                         **{
@@ -207,9 +187,7 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 command="main.py --net bnn --interleaved --hidden-layers W W --lr 0.005 "
                 "--decay 1e-8 --meta {0,1.35} --epochs-per-task 40 "
                 "--task-sequence pMNIST x10",
-                fields=dict(
-                    _PERMUTED, num_tasks=10, epochs=40, joint=True, weight_decay=1e-8
-                ),
+                fields=dict(_FIG2, num_tasks=10, joint=True, weight_decay=1e-8),
                 runs=_frozen(
                     {
                         f"m{m:g}-w{w}": dict(meta=m, hidden_units=(w, w))
@@ -229,11 +207,7 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 fields=dict(
                     protocol="sequence",
                     datasets=("mnist", "fashion_mnist"),
-                    learning_rate=0.005,
-                    batch_size=100,
-                    epochs=50,
-                    hidden_units=(4096, 4096),
-                    weight_decay=WEIGHT_DECAY,
+                    **PRESETS[("sequence", "mnist+fashion_mnist")],
                 ),
                 runs=_frozen({"m0": dict(meta=0.0), "m1.5": dict(meta=1.5)}),
                 scales=_frozen({"quick": dict(hidden_units=(1024, 1024), epochs=10)}),
@@ -248,11 +222,7 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 fields=dict(
                     protocol="sequence",
                     datasets=("fashion_mnist", "mnist"),
-                    learning_rate=0.005,
-                    batch_size=100,
-                    epochs=50,
-                    hidden_units=(4096, 4096),
-                    weight_decay=WEIGHT_DECAY,
+                    **PRESETS[("sequence", "fashion_mnist+mnist")],
                 ),
                 runs=_frozen({"m0": dict(meta=0.0), "m1.5": dict(meta=1.5)}),
                 scales=_frozen({"quick": dict(hidden_units=(1024, 1024), epochs=10)}),
@@ -267,12 +237,7 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 fields=dict(
                     protocol="stream",
                     datasets=("fashion_mnist",),
-                    num_tasks=60,
-                    epochs=20,
-                    hidden_units=(1024, 1024),
-                    learning_rate=0.005,
-                    batch_size=100,
-                    weight_decay=WEIGHT_DECAY,
+                    **PRESETS[("stream", "fashion_mnist")],
                     evaluate="task",
                 ),
                 runs=_frozen(
@@ -300,13 +265,7 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 fields=dict(
                     protocol="stream",
                     datasets=("cifar10",),
-                    num_tasks=20,
-                    epochs=200,
-                    model="vgg_small_meta",
-                    learning_rate=1e-4,
-                    batch_size=64,
-                    augment="flip_rotate_or_crop",
-                    weight_decay=0.0,
+                    **PRESETS[("stream", "cifar10")],
                     evaluate="task",
                 ),
                 runs=_frozen(
