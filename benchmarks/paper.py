@@ -85,8 +85,12 @@ __all__ = [
     "collect",
     "compare",
     "main",
+    "mean_std",
+    "new_figure",
+    "relative",
     "run_experiment",
     "run_status",
+    "save_figure",
 ]
 
 RUNS_ROOT = ROOT / "runs" / "paper"
@@ -457,14 +461,15 @@ def _round(value, digits: int = 6):
     return value
 
 
-def _relative(path: Path) -> str:
+def relative(path: Path) -> str:
+    """`path` relative to the project's root when it lies inside it, else as given."""
     try:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
 
 
-def _mean_std(values: Sequence[float]) -> dict:
+def mean_std(values: Sequence[float]) -> dict:
     """Mean, sample standard deviation (ddof = 1; `None` for one value) and count."""
     values = [float(v) for v in values]
     if not values:
@@ -676,7 +681,7 @@ def collect(
             config = status["config"]
             entry = {
                 "status": status["status"],
-                "run_dir": _relative(run_dir),
+                "run_dir": relative(run_dir),
                 "config": config.to_json(),
                 "completed_epochs": status["completed_epochs"],
                 "total_epochs": status["total_epochs"],
@@ -749,18 +754,18 @@ def collect(
         statistics = {
             "seeds_finished": len(finished),
             "seeds_partial": len(seeds) - len(finished),
-            "mean_accuracy": _mean_std([s["mean_accuracy"] for s in finished]),
+            "mean_accuracy": mean_std([s["mean_accuracy"] for s in finished]),
             "final_accuracy": {
-                t: _mean_std([s["final_accuracy"][t] for s in finished])
+                t: mean_std([s["final_accuracy"][t] for s in finished])
                 for t in task_names
             },
             "wall_time_s": sum(s["wall_time_s"] for s in finished),
         }
         if finished and all("bwt" in s for s in finished):
-            statistics["acc"] = _mean_std([s["acc"] for s in finished])
-            statistics["bwt"] = _mean_std([s["bwt"] for s in finished])
+            statistics["acc"] = mean_std([s["acc"] for s in finished])
+            statistics["bwt"] = mean_std([s["bwt"] for s in finished])
         if finished and all("recalibrated_bn" in s for s in finished):
-            statistics["recalibrated_bn_mean_accuracy"] = _mean_std(
+            statistics["recalibrated_bn_mean_accuracy"] = mean_std(
                 [s["recalibrated_bn"]["mean_accuracy"] for s in finished]
             )
         runs[run_name] = {
@@ -860,7 +865,7 @@ def collect(
         "noise_rule": NOISE_RULE,
         "comparisons": comparisons,
         "runs": runs,
-        "figures": [_relative(p) for p in written],
+        "figures": [relative(p) for p in written],
         "not_shown": _not_shown(figures, curves),
     }
     fields["budget"]["collect_time_s"] = round(time.perf_counter() - started, 1)
@@ -960,7 +965,8 @@ def _not_shown(figures: Sequence[str], curves: Mapping[str, dict]) -> list[str]:
 # Figures.
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib figure of `width` x `height` inches drawn off-screen (Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -969,7 +975,8 @@ def _new_figure(width: float, height: float):
     return figure
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
+    """Writes `figure` as PNG to `path` (creating its folder), then clears it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     figure.clear()
@@ -1037,7 +1044,7 @@ def _plot_curves(curves: Mapping[str, dict], title: str, path: Path) -> Path:
     count = len(curves)
     columns = min(count, 2)
     rows = -(-count // columns)
-    figure = _new_figure(6.0 * columns, 3.6 * rows + 0.6)
+    figure = new_figure(6.0 * columns, 3.6 * rows + 0.6)
     axes = []
     for index, (run, curve) in enumerate(curves.items()):
         ax = figure.add_subplot(rows, columns, index + 1)
@@ -1071,13 +1078,13 @@ def _plot_curves(curves: Mapping[str, dict], title: str, path: Path) -> Path:
             ax.legend(fontsize="x-small", loc="lower left", ncol=2)
     figure.suptitle(title)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _plot_stream(curves: Mapping[str, dict], title: str, path: Path) -> Path:
     """Stream runs: test accuracy after each subset (mean, band of one standard
     deviation); joint runs as horizontal lines at their final accuracy."""
-    figure = _new_figure(8.0, 4.8)
+    figure = new_figure(8.0, 4.8)
     ax = figure.add_subplot()
     streams = {r: c for r, c in curves.items() if not c["config"]["joint"]}
     joints = {r: c for r, c in curves.items() if c["config"]["joint"]}
@@ -1123,14 +1130,14 @@ def _plot_stream(curves: Mapping[str, dict], title: str, path: Path) -> Path:
     ax.legend(fontsize="small", loc="lower right")
     ax.set_title(title, fontsize="medium")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _plot_bars(runs: Mapping[str, dict], title: str, path: Path) -> Path:
     """Table 1: mean final accuracy of each run (bar, one standard deviation), each
     seed as a dot, the paper's value as a cross."""
     shown = {r: v for r, v in runs.items() if v["statistics"]["seeds_finished"]}
-    figure = _new_figure(max(5.0, 1.6 * len(shown) + 2), 4.5)
+    figure = new_figure(max(5.0, 1.6 * len(shown) + 2), 4.5)
     ax = figure.add_subplot()
     colors = _colors(len(shown))
     for i, (entry, color) in enumerate(zip(shown.values(), colors)):
@@ -1173,7 +1180,7 @@ def _plot_bars(runs: Mapping[str, dict], title: str, path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title, fontsize="medium")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _plot_widths(runs, curves, title: str, path: Path) -> Path:
@@ -1187,7 +1194,7 @@ def _plot_widths(runs, curves, title: str, path: Path) -> Path:
         methods.setdefault(method, []).append(
             (int(config["hidden_units"][0]), entry["statistics"]["mean_accuracy"])
         )
-    figure = _new_figure(6.5, 4.5)
+    figure = new_figure(6.5, 4.5)
     ax = figure.add_subplot()
     widths = set()
     for (method, points), color in zip(methods.items(), _colors(len(methods))):
@@ -1206,7 +1213,7 @@ def _plot_widths(runs, curves, title: str, path: Path) -> Path:
     ax.legend(fontsize="small")
     ax.set_title(title, fontsize="medium")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _plot_histograms(sources, runs, title, path: Path, data_dir) -> Path | None:
@@ -1232,7 +1239,7 @@ def _plot_histograms(sources, runs, title, path: Path, data_dir) -> Path | None:
             magnitude = np.abs(values)
             runs[run].setdefault("hidden_weights", {})[layer] = _round(
                 {
-                    "run_dir": _relative(sources[run]),
+                    "run_dir": relative(sources[run]),
                     "fraction_abs_wh_above_1": float(np.mean(magnitude > 1.0)),
                     "abs_wh_quantiles": {
                         str(q): float(np.quantile(magnitude, q))
@@ -1242,7 +1249,7 @@ def _plot_histograms(sources, runs, title, path: Path, data_dir) -> Path | None:
                 }
             )
     layers = list(weights[low])
-    figure = _new_figure(5.0 * len(layers), 4.0)
+    figure = new_figure(5.0 * len(layers), 4.0)
     for index, layer in enumerate(layers):
         ax = figure.add_subplot(1, len(layers), index + 1)
         top = max(float(np.abs(weights[r][layer]).max()) for r in (low, high))
@@ -1266,7 +1273,7 @@ def _plot_histograms(sources, runs, title, path: Path, data_dir) -> Path | None:
         ax.legend(fontsize="x-small")
     figure.suptitle(f"{title}: hidden weights at the end")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _plot_importance(runs, title: str, path: Path) -> Path | None:
@@ -1278,7 +1285,7 @@ def _plot_importance(runs, title: str, path: Path) -> Path | None:
             if not analysis:
                 continue
             layers = analysis["layers"]
-            figure = _new_figure(4.8 * len(layers), 4.0)
+            figure = new_figure(4.8 * len(layers), 4.0)
             for index, (layer, result) in enumerate(layers.items()):
                 ax = figure.add_subplot(1, len(layers), index + 1)
                 x = np.array(result["mean_abs_wh"], dtype=float)
@@ -1314,7 +1321,7 @@ def _plot_importance(runs, title: str, path: Path) -> Path | None:
                 ax.grid(alpha=0.3)
             figure.suptitle(f"{title}: {run} seed {seed}, {analysis['task']}")
             figure.tight_layout()
-            return _save(figure, path)
+            return save_figure(figure, path)
     return None
 
 

@@ -291,7 +291,13 @@ def test_mirrored_strategy_matches_single_device(mirrored_strategy):
     single.compile(MetaplasticAdam(LR, meta=1.35), LOSS)
     single.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
     for a, b in zip(single.weights, model.weights):
-        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+        # Every replica's copy, not only the first one's (what `b.numpy()` reads).
+        replicas = mirrored_strategy.experimental_local_results(b)
+        assert len(replicas) == 2
+        for replica in replicas:
+            np.testing.assert_allclose(
+                replica.numpy(), a.numpy(), rtol=1e-5, atol=1e-6, err_msg=b.name
+            )
     # ... and the replicas really were damped (m = 0 gives other weights).
     plain = smooth_model()
     plain.compile(MetaplasticAdam(LR, meta=0.0), LOSS)

@@ -2,6 +2,7 @@
 bit-exact resumption, distribution, baselines and initial weights."""
 
 import csv
+import dataclasses
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.eager import context as eager_context
 
+from training.assembly import optimizer_steps
 from training.batchnorm import TaskBatchNorm, recalibration_batches
 from training.rundir import RunDirectory
 from training.runner import (
@@ -104,6 +106,48 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, tiny_data_
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     for row_a, row_b in zip(metric_rows(whole.run_dir), metric_rows(split.run_dir)):
         assert row_a == row_b
+
+
+def test_cosine_schedule_decays_over_each_optimizers_lifetime(tmp_path, tiny_data_dir):
+    per_task = tiny_config(tmp_path, tiny_data_dir, lr_schedule="cosine")
+    tasks, _ = build_tasks(per_task)
+    steps_per_epoch = -(-tasks[0].num_train // per_task.batch_size)  # ceil
+    assert optimizer_steps(per_task, tasks, 1) == 2 * steps_per_epoch
+    shared = dataclasses.replace(per_task, optimizer_per_task=False)
+    assert optimizer_steps(shared, tasks, 0) == 3 * 2 * steps_per_epoch
+    optimizer = make_optimizer(per_task, decay_steps=10)
+    # lr(t) = lr0 * (1 + cos(pi * t / T)) / 2
+    for step, expected in [(0, 0.01), (5, 0.005), (10, 0.0), (20, 0.0)]:
+        assert float(optimizer.learning_rate(step)) == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError, match="decay_steps"):
+        make_optimizer(per_task)
+    assert isinstance(
+        make_optimizer(tiny_config(tmp_path, tiny_data_dir)).learning_rate, tf.Variable
+    )
+
+
+def test_resumed_cosine_run_ends_exactly_like_an_uninterrupted_one(
+    tmp_path, tiny_data_dir
+):
+    overrides = dict(num_tasks=2, lr_schedule="cosine", evaluate="task")
+    whole = tiny_config(tmp_path / "a", tiny_data_dir, **overrides)
+    run(whole, verbose=0)
+    constant = tiny_config(tmp_path / "c", tiny_data_dir, num_tasks=2, evaluate="task")
+    run(constant, verbose=0)
+    split = tiny_config(tmp_path / "b", tiny_data_dir, **overrides)
+    run(split, verbose=0, stop_after_epochs=1)  # inside task 1, mid-schedule
+    run(split, verbose=0)
+    a, b = checkpoint_values(whole.run_dir), checkpoint_values(split.run_dir)
+    for values in (a, b):
+        values.pop("_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert metric_rows(whole.run_dir) == metric_rows(split.run_dir)
+    # ... and the schedule changed the training (the same run at a constant rate).
+    c = checkpoint_values(constant.run_dir)
+    kernels = [n for n in a if "kernel" in n and "optimizer" not in n.lower()]
+    assert kernels and any(not np.array_equal(a[n], c[n]) for n in kernels)
 
 
 @pytest.mark.parametrize("baseline", ["ewc", "si"])
@@ -202,12 +246,6 @@ def test_kill_minus_nine_then_same_command_resumes(tmp_path, tiny_data_dir):
     assert metric_rows(reference) == metric_rows(killed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug: the paper's initializer (Keras RandomUniform without a seed) "
-    "draws other initial weights under a MirroredStrategy than on one device; with "
-    "glorot_uniform the two runs match",
-)
 def test_mirrored_strategy_matches_single_device(
     tmp_path, tiny_data_dir, mirrored_strategy
 ):

@@ -64,6 +64,19 @@ def test_hypermodel_builds_with_one_shared_meta():
     )
 
 
+def test_fixed_learning_rate_tunes_m_alone():
+    hypermodel = tiny_hypermodel(learning_rate=0.005)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    space = {h["config"]["name"]: h["class_name"] for h in hp.get_config()["space"]}
+    assert space == {"learning_rate": "Fixed", "meta": "Float"}
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
+    assert hypermodel.config_overrides(hp)["learning_rate"] == pytest.approx(0.005)
+    for bad in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="learning_rate"):
+            tiny_hypermodel(learning_rate=bad)
+
+
 def test_hypermodel_builds_with_one_meta_per_binary_layer():
     hypermodel = tiny_hypermodel(per_layer_meta=True, hidden_units_choices=(8, 32))
     hp = keras_tuner.HyperParameters()
@@ -286,6 +299,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_data_dir, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: meta_range") and "\n" not in error
     assert main(base + ["--lr-range", "0", "1e-2"]) == 2
+    assert main(base + ["--lr", "0"]) == 2
     assert main(base + ["--validation-split", "0"]) == 2
     assert main(base + ["--role", "worker"]) == 2
     assert "--oracle-ip" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Every zoo factory through the same checks: shapes, parameter counts, binary-layer
 settings, training, unclipped kernel gradients, weights round-trip, argument errors."""
 
+import contextlib
 import logging
 import math
 
@@ -397,6 +398,62 @@ def test_mlp_float_trains_and_round_trips(tmp_path):
     for bad in ({"hidden_units": ()}, {"num_classes": 0}, {"input_shape": (0,)}):
         with pytest.raises(ValueError):
             mlp_float(**bad)
+
+
+def seeded_kernels(factory, strategy=None, **kwargs):
+    """The kernels of `factory(**kwargs)` built after `set_random_seed(0)`, in
+    `strategy`'s scope if given: one array per kernel, or (under a strategy) one list
+    of arrays per kernel, a replica's copy each."""
+    tf.keras.utils.set_random_seed(0)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = factory(hidden_units=(8, 8), **kwargs)
+    kernels = [w for w in model.weights if w.name.endswith("kernel:0")]
+    if strategy is None:
+        return [k.numpy() for k in kernels]
+    return [
+        [r.numpy() for r in strategy.experimental_local_results(k)] for k in kernels
+    ]
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, limit",
+    [
+        (mlp_meta, {}, 0.05),  # the paper's uniform in [-0.05, 0.05]
+        (mlp_float, {}, 0.05),
+        # An unseeded instance passed by a user (each layer gets its own copy).
+        (
+            mlp_meta,
+            {"kernel_initializer": tf.keras.initializers.RandomUniform(-0.1, 0.1)},
+            0.1,
+        ),
+    ],
+    ids=["mlp_meta", "mlp_float", "mlp_meta_instance"],
+)
+def test_seeded_initial_kernels_match_under_mirrored_strategy(
+    factory, kwargs, limit, mirrored_strategy
+):
+    single = seeded_kernels(factory, **kwargs)
+    mirrored = seeded_kernels(factory, mirrored_strategy, **kwargs)
+    assert [k.shape for k in single] == [(784, 8), (8, 8), (8, 10)]
+    for kernel, replicas in zip(single, mirrored):
+        assert len(replicas) == 2
+        for replica in replicas:
+            np.testing.assert_array_equal(replica, kernel)
+    # No two layers draw the same stream (a shared seed would repeat its start).
+    assert not np.array_equal(single[1].ravel(), single[2].ravel()[:64])
+
+    # Uniform in [-limit, limit]: bounds, mean, standard deviation limit / sqrt(3),
+    # and the empirical CDF (Kolmogorov-Smirnov distance below its 0.1 % critical
+    # value, 1.95 / sqrt(n)).
+    values = np.sort(np.concatenate([k.ravel() for k in single]).astype("float64"))
+    n = values.size
+    assert -limit <= values[0] < -0.99 * limit and 0.99 * limit < values[-1] <= limit
+    assert abs(values.mean()) < 4 * limit / math.sqrt(3 * n)
+    assert values.std() == pytest.approx(limit / math.sqrt(3), rel=0.03)
+    cdf = (values + limit) / (2 * limit)
+    ks = max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+    assert ks < 1.95 / math.sqrt(n)
 
 
 @pytest.mark.parametrize("factory", [mlp_meta, vgg16_meta, vgg_small_meta])

@@ -40,11 +40,13 @@ __all__ = [
     "README",
     "ROOT",
     "SECTIONS",
+    "TUNING_RESULTS",
     "load_results",
     "markers",
     "read_section",
     "render",
     "render_reproduction",
+    "render_tuning",
     "replace_section",
     "section",
     "stale_sections",
@@ -410,3 +412,88 @@ def _reproduction(root: Path) -> str:
     return render_reproduction(
         paper.catalog(), load_results(Path(root) / PAPER_RESULTS)
     )
+
+
+# Where `benchmarks/tuned_meta.py` writes its results.
+TUNING_RESULTS = Path("benchmarks") / "results" / "tuned_meta.json"
+
+
+def render_tuning(record: Mapping[str, Any] | None) -> str:
+    """The README's tuning table: the search's trials (m, validation objective), then
+    the tuned m against m = 0 on the test set, with seeds and the noise verdict.
+
+    # Arguments
+        record: the results file of `benchmarks/tuned_meta.py`, or `None` when absent.
+
+    # Returns
+        Markdown.
+    """
+    if record is None:
+        return (
+            "Not run yet: `python benchmarks/tuned_meta.py --data-dir ../shared/data` "
+            "writes `benchmarks/results/tuned_meta.json`."
+        )
+    setting, search = record["setting"], record["search"]
+    lines = [
+        f"Setting: {setting['num_tasks']} permuted-MNIST tasks x {setting['epochs']} "
+        f"epochs, `mlp_meta` {'-'.join(map(str, setting['hidden_units']))}, learning "
+        f"rate {setting['learning_rate']:g}, the paper's protocol. Search: "
+        f"`{search['command']}` ({search['tuner']}, {len(search['trials'])} trials, "
+        f"m in [{search['meta_range'][0]:g}, {search['meta_range'][1]:g}], scored on a "
+        f"{100 * search['validation_split']:g} % validation split; "
+        f"{_duration(search['wall_time_s'])}).",
+        "",
+        _row(["trial", "m", "validation mean accuracy"]),
+        _row(["---"] * 3),
+    ]
+    for trial in sorted(search["trials"], key=lambda t: t["meta"]):
+        best = " (best)" if trial["trial"] == search["best_trial"] else ""
+        lines.append(
+            _row(
+                [
+                    trial["trial"] + best,
+                    f"{trial['meta']:.3f}",
+                    f"{_percent(trial['validation_mean_accuracy'])} %",
+                ]
+            )
+        )
+    lines += [
+        "",
+        _row(["run", "m", "seeds", "test mean accuracy over the tasks", "wall time"]),
+        _row(["---"] * 5),
+    ]
+    for name, run in record["runs"].items():
+        seeds = run["seeds"].values()
+        lines.append(
+            _row(
+                [
+                    name,
+                    f"{run['meta']:.3g}",
+                    str(run["stats"]["n"]),
+                    _mean_std(run["stats"]),
+                    _duration(sum(s["wall_time_s"] for s in seeds)),
+                ]
+            )
+        )
+    comparison = record["comparison"]
+    if comparison["difference"] is not None:
+        verdict = {
+            True: "within the noise",
+            False: "not within the noise",
+            None: f"undetermined ({comparison['reason']})",
+        }[comparison["within_noise"]]
+        p_value = comparison["p_value"]
+        lines += [
+            "",
+            f"Tuned m - m = 0: {100 * comparison['difference']:+.1f} points"
+            + (f", Welch p = {p_value:.2g}" if p_value is not None else "")
+            + f": {verdict}. Command: `python benchmarks/tuned_meta.py --data-dir "
+            f"../shared/data`; budget {_duration(record['budget_s'])} of training.",
+        ]
+    return "\n".join(lines)
+
+
+@section("tuning")
+def _tuning(root: Path) -> str:
+    path = Path(root) / TUNING_RESULTS
+    return render_tuning(json.loads(path.read_text()) if path.exists() else None)

@@ -17,6 +17,7 @@ The runner (`training.runner.run`) assembles a run from these; the analyses
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ __all__ = [
     "load_initial_weights",
     "make_optimizer",
     "model_shape",
+    "optimizer_steps",
     "read_model_weights",
     "restore_run",
 ]
@@ -164,16 +166,61 @@ def build_model(
     return synced
 
 
-def make_optimizer(config: RunConfig) -> MetaplasticAdam:
+def make_optimizer(
+    config: RunConfig, *, decay_steps: int | None = None
+) -> MetaplasticAdam:
     """The optimizer of a run: `MetaplasticAdam` with the run's learning rate, m and
     weight decay, on the binary kernels, or on the float kernels of a float model such
-    as `mlp_float` (paper, Fig. 2f)."""
+    as `mlp_float` (paper, Fig. 2f).
+
+    # Arguments
+        config: the run's configuration.
+        decay_steps: the optimizer's lifetime in steps, over which
+            `lr_schedule="cosine"` decays the learning rate to 0 (`optimizer_steps`).
+
+    # Returns
+        A `MetaplasticAdam`.
+
+    # Raises
+        ValueError: if `config.lr_schedule` is `"cosine"` without `decay_steps`.
+    """
     binary = registry.get_model(config.model).binary
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        if not isinstance(decay_steps, int) or decay_steps < 1:
+            raise ValueError(
+                f"lr_schedule 'cosine' needs the optimizer's steps (decay_steps >= 1), "
+                f"got {decay_steps!r}."
+            )
+        learning_rate = tf.keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps
+        )
     return MetaplasticAdam(
-        config.learning_rate,
+        learning_rate,
         meta=config.meta,
         weight_decay=config.weight_decay,
         metaplastic_variables="binary" if binary else "kernels",
+    )
+
+
+def optimizer_steps(config: RunConfig, tasks: list[Task], task_index: int) -> int:
+    """The training steps of the optimizer that starts at task `task_index`: that
+    task's epochs with `optimizer_per_task`, else every remaining task's.
+
+    # Arguments
+        config: the run's configuration (batch size, epochs, `optimizer_per_task`).
+        tasks: the tasks the run trains on.
+        task_index: the task the optimizer starts with.
+
+    # Returns
+        A number of steps (batches, the last one of an epoch possibly short).
+    """
+    lifetime = tasks[task_index : task_index + 1]
+    if not config.optimizer_per_task:
+        lifetime = tasks[task_index:]
+    return sum(
+        config.epochs * math.ceil(task.num_train / config.batch_size)
+        for task in lifetime
     )
 
 

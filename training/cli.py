@@ -33,6 +33,7 @@ from training.config import (
     BATCH_NORM,
     DEFAULT_DATASETS,
     EVALUATE,
+    LR_SCHEDULES,
     PRESETS,
     RunConfig,
 )
@@ -54,7 +55,7 @@ _FIELDS = (
     "num_tasks", "epochs", "meta", "learning_rate", "batch_size", "model", "augment",
     "baseline", "baseline_on", "ewc_lambda", "fisher_samples", "si_c", "si_xi",
     "batch_norm", "recalibrate_bn", "evaluate", "seed", "initial_weights", "data_dir",
-    "precision", "weight_decay", "optimizer_per_task",
+    "precision", "weight_decay", "lr_schedule", "optimizer_per_task",
 )  # fmt: skip
 _PAPER = PRESETS[("permuted", "mnist")]
 
@@ -89,6 +90,12 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         type=float,
         help="L2 term added to the gradient before Adam's moments (paper: 1e-7; "
         f"1e-8 in its width sweeps; default {RunConfig.weight_decay:g})",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        help="constant (the paper's) or cosine: decays the learning rate to 0 over "
+        "each optimizer's lifetime (a task, or the run with --shared-optimizer)",
     )
     p.add_argument(
         "--model",

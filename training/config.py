@@ -49,6 +49,7 @@ __all__ = [
     "BASELINE_TARGETS",
     "EVALUATE",
     "FALLBACK_PRESET",
+    "LR_SCHEDULES",
     "PRESETS",
     "PROTOCOLS",
     "RunConfig",
@@ -61,6 +62,9 @@ BASELINES = (None, *baselines.BASELINES)
 BATCH_NORM = ("task", "domain")
 EVALUATE = ("epoch", "task")
 AUGMENTATIONS = (None, *data.AUGMENTATIONS)
+# "constant": the paper's; "cosine": from `learning_rate` down to 0 over each
+# optimizer's lifetime (a task, or the whole run with one optimizer).
+LR_SCHEDULES = ("constant", "cosine")
 
 # Fields that say where a run is, not what it is: a run directory may be resumed with
 # other values (a moved data directory, a copied run directory).
@@ -213,6 +217,12 @@ class RunConfig:
             (`MetaplasticAdam(weight_decay=...)`, the reference code's `--decay`): 1e-7
             in the paper's commands, 1e-8 in its width sweeps, 0 in its CIFAR-10 stream.
             A `config.json` written before this field existed reads as 0.
+        lr_schedule: `"constant"` (the paper's) or `"cosine"`: the learning rate
+            decays from `learning_rate` to 0 along a half cosine over the optimizer's
+            lifetime, the epochs of a task with `optimizer_per_task`, else the whole
+            run (`tf.keras.optimizers.schedules.CosineDecay` of the optimizer's step
+            count, so that a resumed run continues the same schedule). For training a
+            model to convergence, beyond the paper.
         optimizer_per_task: a fresh optimizer (new Adam moments) for every task, as in the
             paper's permuted-MNIST and dataset-sequence experiments; `False`: one
             optimizer for the whole run, as in the paper's streams. `None` (default)
@@ -269,6 +279,7 @@ class RunConfig:
     batch_size: int = 100
     epochs: int = 5
     weight_decay: float = WEIGHT_DECAY
+    lr_schedule: str = "constant"
     optimizer_per_task: bool | None = None
     batch_norm: str = "task"
     recalibrate_bn: int = 0
@@ -309,6 +320,7 @@ class RunConfig:
         if self.optimizer_per_task is None:
             self.optimizer_per_task = self.protocol != "stream"
         check_choice(self.optimizer_per_task, "optimizer_per_task", (True, False))
+        check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         check_choice(self.batch_norm, "batch_norm", BATCH_NORM)
         check_choice(self.evaluate, "evaluate", EVALUATE)
         check_choice(self.augment, "augment", AUGMENTATIONS)

@@ -61,9 +61,26 @@ def is_kernel_variable(var: tf.Variable) -> bool:
 
 
 def _var_key(var) -> object:
-    """A key that is the same for a variable, its Larq wrapper and its replicas."""
+    """A key that is the same for a variable, its Larq wrapper and its replicas.
+
+    `tf.distribute` updates a distributed variable one device at a time, passing the
+    optimizer each device's own component: a plain variable that links back to its
+    distributed variable through `_distributed_container`, on itself in older
+    TensorFlow, on its handle in newer ones (as Keras' own slot lookup reads it). Only
+    the first replica's component shares the distributed variable's id: without that
+    link every other replica would get `m = 0` (plain Adam), and the replicas of a
+    binary kernel would drift apart at every step.
+    """
+    var = getattr(var, "latent_variable", var)  # a Larq QuantizedVariable's own
     if hasattr(var, "_distributed_container"):
         var = var._distributed_container()
+    elif not isinstance(var, tf.distribute.DistributedValues):
+        # (a distributed variable's `handle` raises outside a replica context)
+        container = getattr(
+            getattr(var, "handle", None), "_distributed_container", None
+        )
+        if container is not None:
+            var = container()
     return var._shared_name if var._in_graph_mode else var._unique_id
 
 

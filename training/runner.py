@@ -47,6 +47,7 @@ from training.assembly import (
     load_initial_weights,
     make_optimizer,
     model_shape,
+    optimizer_steps,
     restore_run,
 )
 from training.batchnorm import (
@@ -269,7 +270,13 @@ class _Run:
         # Sign flips and |Wh| of binary weights; a float model has none.
         binary = any(is_binary_variable(v) for v in self.model.trainable_variables)
         self.callbacks = [self.diagnostics] if binary else []
-        self.optimizer = self._compile()
+        # The optimizer a resumed run restores started with the task in progress.
+        started_at = (
+            min(self.progress.completed_epochs // config.epochs, len(self.tasks) - 1)
+            if config.optimizer_per_task
+            else 0
+        )
+        self.optimizer = self._compile(started_at)
         self.seed_epoch = _EpochSeeder()
         if self.progress.checkpoint:
             self._restore_checkpoint()
@@ -319,10 +326,12 @@ class _Run:
             )
         return model
 
-    def _compile(self) -> MetaplasticAdam:
-        """Compiles the model with a new optimizer, and returns it."""
+    def _compile(self, task_index: int = 0) -> MetaplasticAdam:
+        """Compiles the model with a new optimizer that starts at task `task_index`,
+        and returns it."""
+        steps = optimizer_steps(self.config, self.tasks, task_index)
         with self.strategy.scope():
-            optimizer = make_optimizer(self.config)
+            optimizer = make_optimizer(self.config, decay_steps=steps)
             self.model.compile(
                 optimizer,
                 loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -380,7 +389,7 @@ class _Run:
         global_epoch = task_index * config.epochs + task_epoch
         last_epoch = task_epoch == config.epochs - 1
         if task_epoch == 0 and task_index > 0 and config.optimizer_per_task:
-            self.optimizer = self._compile()
+            self.optimizer = self._compile(task_index)
         seed = (config.seed * _EPOCH_SEED + global_epoch) % 2**32
         self.seed_epoch(seed)
         train = _untuned(

@@ -111,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         help="learning-rate range, log scale (default 1e-4 1e-2)",
     )
     p.add_argument(
+        "--lr",
+        type=float,
+        metavar="LR",
+        help="a fixed learning rate instead of --lr-range (tune m alone)",
+    )
+    p.add_argument(
         "--per-layer-meta",
         action="store_true",
         help="one m per binary layer instead of one for all",
@@ -219,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             meta_range=tuple(args.meta_range),
             per_layer_meta=args.per_layer_meta,
             learning_rate_range=tuple(args.lr_range),
+            learning_rate=args.lr,
             hidden_units_choices=args.hidden_units_choices,
             hidden_units=tuple(args.hidden_units),
             precision=args.precision,

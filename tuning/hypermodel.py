@@ -82,10 +82,10 @@ def _check_default(value, low: float, high: float, argument: str) -> float | Non
 class MetaplasticHyperModel(keras_tuner.HyperModel):
     """A zoo model with `MetaplasticAdam`, its m and learning rate to be tuned.
 
-    Hyperparameters: `learning_rate` (log scale), then either `meta` (one m for every
-    binary layer) or `meta_<layer>` (one per binary layer, e.g. `meta_dense_1`, ...,
-    `meta_dense_out`), and, with `hidden_units_choices`, `hidden_units` (the width of
-    every hidden layer of `mlp_meta`).
+    Hyperparameters: `learning_rate` (log scale, or fixed with `learning_rate`), then
+    either `meta` (one m for every binary layer) or `meta_<layer>` (one per binary layer,
+    e.g. `meta_dense_1`, ..., `meta_dense_out`), and, with `hidden_units_choices`,
+    `hidden_units` (the width of every hidden layer of `mlp_meta`).
 
     # Arguments
         model: the name of a binary zoo model (`zoo.registry.model_names(binary=True)`:
@@ -97,6 +97,8 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         per_layer_meta: one m per binary layer instead of one for all.
         learning_rate_range: (min, max) of the learning rate, log-uniform; 0 < min < max.
         learning_rate_default: the learning rate tried first (default: `min`).
+        learning_rate: a fixed learning rate (`hp.Fixed`) instead of searching
+            `learning_rate_range`, to tune m alone (e.g. the paper's 0.005).
         hidden_units_choices: widths to choose from for every hidden layer of a model
             with `hidden_units` such as `mlp_meta` (e.g. `(256, 512, 1024)`); `None`
             keeps `hidden_units`.
@@ -122,6 +124,7 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         per_layer_meta: bool = False,
         learning_rate_range: Sequence[float] = (1e-4, 1e-2),
         learning_rate_default: float | None = None,
+        learning_rate: float | None = None,
         hidden_units_choices: Sequence[int] | None = None,
         hidden_units: Sequence[int] = (512, 512),
         precision: str = DEFAULT_PRECISION,
@@ -141,6 +144,13 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
         self.learning_rate_default = _check_default(
             learning_rate_default, *self.learning_rate_range, "learning_rate_default"
         )
+        if learning_rate is not None and not (
+            math.isfinite(float(learning_rate)) and float(learning_rate) > 0
+        ):
+            raise ValueError(
+                f"learning_rate must be a finite number > 0, got {learning_rate!r}."
+            )
+        self.learning_rate = None if learning_rate is None else float(learning_rate)
         self.per_layer_meta = bool(per_layer_meta)
         self.hidden_units = check_units(hidden_units, "hidden_units")
         self.precision = check_precision(precision)
@@ -171,13 +181,16 @@ class MetaplasticHyperModel(keras_tuner.HyperModel):
             "hidden_units": tuple}`.
         """
         low, high = self.learning_rate_range
-        learning_rate = hp.Float(
-            "learning_rate",
-            min_value=low,
-            max_value=high,
-            sampling="log",
-            default=self.learning_rate_default,
-        )
+        if self.learning_rate is not None:
+            learning_rate = hp.Fixed("learning_rate", self.learning_rate)
+        else:
+            learning_rate = hp.Float(
+                "learning_rate",
+                min_value=low,
+                max_value=high,
+                sampling="log",
+                default=self.learning_rate_default,
+            )
         low, high = self.meta_range
         if self.per_layer_meta:
             meta = {

@@ -260,6 +260,10 @@ def _objective(trial) -> float | None:
     return None
 
 
+def _trial_order(trial_id: str) -> tuple:
+    return (0, int(trial_id), "") if trial_id.isdigit() else (1, 0, trial_id)
+
+
 def _format(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -293,7 +297,9 @@ def summarize_search(
         ValueError: if no trial has completed.
     """
     project = Path(tuner.project_dir)
-    trials = sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id)
+    trials = sorted(
+        tuner.oracle.trials.values(), key=lambda t: _trial_order(t.trial_id)
+    )
     rows = []
     for trial in trials:
         worker_file = tuner.trial_run_dir(trial.trial_id) / "tuner_id.txt"
@@ -326,10 +332,13 @@ def summarize_search(
     )
     (project / "results.md").write_text(table + "\n")
 
-    best_trials = tuner.oracle.get_best_trials(1)
-    if not best_trials or _objective(best_trials[0]) is None:
+    scored = [t for t in trials if _objective(t) is not None]
+    if not scored:
         raise ValueError(f"no completed trial in {project}.")
-    best = best_trials[0]
+    # The best objective; among equal ones the first trial, so that a search reloaded
+    # from its directory names the same best trial (Keras Tuner's order of tied
+    # trials changes with reloading).
+    best = min(scored, key=lambda t: (-_objective(t), _trial_order(t.trial_id)))
     best_values = {
         k: v
         for k, v in best.hyperparameters.values.items()
