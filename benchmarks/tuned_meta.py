@@ -137,15 +137,15 @@ def _train(config: RunConfig) -> dict:
             f"{config.run_dir} holds a finished run of another configuration (a "
             f"search of other settings?); move it away or use another --runs-root."
         )
-    if status["status"] != "finished":
-        run(config, verbose=0)
-        status = suite.run_status(Path(config.run_dir))
-    summary = status["summary"]
+    if status["status"] == "finished":
+        summary = status["summary"]
+    else:
+        summary = run(config, verbose=0)
     return {
         "status": "finished",
         "mean_accuracy": float(summary["mean_accuracy"]),
         "final_accuracy": summary["final_accuracy"],
-        "bwt": summary.get("bwt"),
+        "bwt": summary.get("backward_transfer"),
         "wall_time_s": summary["wall_time_s"],
         "run_dir": suite.relative(Path(config.run_dir)),
     }

@@ -69,6 +69,7 @@ def test_best_m_of_the_search_is_compared_with_m0_per_seed(searched):
                 (compare / f"{name}-seed{seed}" / "summary.json").read_text()
             )
             assert entry["mean_accuracy"] == pytest.approx(summary["mean_accuracy"])
+            assert entry["bwt"] == pytest.approx(summary["backward_transfer"])
         values = [s["mean_accuracy"] for s in run["seeds"].values()]
         assert run["stats"]["mean"] == pytest.approx(np.mean(values))
         assert run["stats"]["std"] == pytest.approx(np.std(values, ddof=1))
