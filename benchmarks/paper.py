@@ -162,6 +162,11 @@ COMPARISONS: Mapping[str, tuple[tuple[str, str, str], ...]] = MappingProxyType(
             ("m2.5", "m0", "metaplastic stream against plain stream"),
             ("m2.5", "joint-m2.5", "stream against joint, m = 2.5"),
             ("m0", "joint-m0", "stream against joint, m = 0"),
+            (
+                "m2.5",
+                "m2.5-affine",
+                "BatchNorm without gamma and beta (the paper's) against with them",
+            ),
         ),
         "stream_cifar10": (
             ("m13", "m0", "metaplastic stream against plain stream"),
@@ -450,8 +455,15 @@ def _curve(rows: list[dict], tasks: Sequence[str]) -> tuple[list[float], np.ndar
 
 
 def _round(value, digits: int = 6):
+    """`value` with its floats rounded to `digits` decimals, or to `digits`
+    significant digits below 1 in magnitude, so that a small setting such as a weight
+    decay of 1e-7 is written as itself, not as 0."""
     if isinstance(value, float):
-        return round(value, digits) if math.isfinite(value) else None
+        if not math.isfinite(value):
+            return None
+        if value and abs(value) < 1:
+            return float(f"{value:.{digits}g}")
+        return round(value, digits)
     if isinstance(value, dict):
         return {k: _round(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -567,17 +579,132 @@ def _uses_recalibration(config: RunConfig, tasks: int) -> bool:
 
 
 def _previous(path: Path) -> dict:
-    """The post-hoc analyses of an earlier results file, by run directory."""
+    """An earlier results file, or `{}`."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _post_hoc_cache(record: Mapping[str, Any]) -> dict:
+    """The post-hoc analyses of an earlier results file, by run directory."""
     cached = {}
     for run in record.get("runs", {}).values():
         for entry in run.get("seeds", {}).values():
             if "post_hoc" in entry:
                 cached[entry["run_dir"]] = entry["post_hoc"]
     return cached
+
+
+def _differing_settings(stored: Mapping[str, Any], expected: RunConfig) -> list[str]:
+    """The fields, other than the seed and the precision, in which the run
+    configuration `stored` (a results file's) differs from `expected`."""
+    try:
+        have = RunConfig.from_json(stored).identity()
+    except (TypeError, ValueError):
+        return ["config"]
+    want = expected.identity()
+    return sorted(
+        k for k in want if k not in ("seed", "precision") and have.get(k) != want[k]
+    )
+
+
+def outdated_settings(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The settings in which a results file's finished runs differ from their
+    experiment's today (a default changed since they ran, say).
+
+    # Arguments
+        record: a results file of `collect`, as parsed JSON.
+
+    # Returns
+        `{run: {field: the value it ran with}}`, for the runs with such fields only
+        (seed and precision are not settings of the experiment).
+    """
+    outdated: dict[str, dict[str, Any]] = {}
+    name = record.get("experiment")
+    if name not in paper.EXPERIMENTS:
+        return outdated
+    for run_name, run in record.get("runs", {}).items():
+        if run_name not in paper.experiment(name).runs:
+            continue
+        owner, owner_run = home_of(name, run_name)
+        for seed_text, entry in run.get("seeds", {}).items():
+            if entry.get("status") != "finished" or not entry.get("config"):
+                continue
+            expected = paper.run_config(
+                owner, owner_run, scale=record["scale"], seed=int(seed_text)
+            )
+            ran = RunConfig.from_json(entry["config"]).to_json()
+            for field in _differing_settings(entry["config"], expected):
+                outdated.setdefault(run_name, {})[field] = ran.get(field)
+    return outdated
+
+
+def _kept_seeds(
+    record: Mapping[str, Any],
+    run_name: str,
+    found: Mapping[str, dict],
+    expected: Any,
+) -> dict[str, dict]:
+    """The finished seeds of `run_name` in an earlier results file whose run
+    directories are not here (another machine or session trained them): kept, marked
+    `kept_from_results_file`, when their settings are those of the runs found here
+    (else of the experiment, `expected(seed)`); a seed trained with other settings is
+    left out, with a line saying why."""
+    kept = {}
+    previous = record.get("runs", {}).get(run_name, {}).get("seeds", {})
+    reference = next((s["config"] for s in found.values()), None)
+    for seed_text, entry in previous.items():
+        if seed_text in found or entry.get("status") != "finished":
+            continue
+        wanted = (
+            RunConfig.from_json(dict(reference, seed=int(seed_text)))
+            if reference is not None
+            else expected(int(seed_text))
+        )
+        differing = _differing_settings(entry.get("config", {}), wanted)
+        if differing:
+            print(
+                f"{run_name} seed {seed_text}: the earlier results file's run used "
+                f"other settings ({', '.join(differing)}); left out",
+                flush=True,
+            )
+            continue
+        kept[seed_text] = dict(entry, kept_from_results_file=True)
+    return kept
+
+
+def pooled_curve(groups: Sequence[tuple[list, np.ndarray, np.ndarray | None, int]]):
+    """Mean and sample standard deviation over every seed of several curves, exactly
+    as if computed over the seeds' own curves.
+
+    # Arguments
+        groups: curves `(epochs, mean, std, n)` over `n` seeds each, `mean` and `std`
+            arrays `(epochs, tasks)`; a single seed is its accuracies with std `None`.
+
+    # Returns
+        `(epochs, mean, std, n)` over every seed, truncated to the shortest curve
+        (std `None` for one seed), or `None` if the curves' epochs disagree.
+    """
+    length = min(len(epochs) for epochs, *_ in groups)
+    epochs = list(groups[0][0][:length])
+    if any(list(e[:length]) != epochs for e, *_ in groups):
+        return None
+    total = sum(n for *_, n in groups)
+    first = sum(n * np.asarray(mean)[:length] for _, mean, _, n in groups)
+    second = sum(
+        n * np.asarray(mean)[:length] ** 2
+        + (0 if std is None else (n - 1) * np.asarray(std)[:length] ** 2)
+        for _, mean, std, n in groups
+    )
+    mean = first / total
+    std = (
+        np.sqrt(np.maximum(second - total * mean**2, 0) / (total - 1))
+        if total > 1
+        else None
+    )
+    return epochs, mean, std, total
 
 
 def _importance(
@@ -623,7 +750,12 @@ def collect(
 
     Post-hoc analyses (re-estimated BatchNorm statistics, Fig. 5c-e) of a run whose
     final checkpoint has not changed since the last results file are read from it
-    instead of computed again.
+    instead of computed again. Run directories stay out of git: a finished seed of the
+    last results file (for a run shared with another experiment, of that
+    experiment's) whose run directory is not here is kept, marked
+    `kept_from_results_file`, with its curve, when it ran with the settings of the run
+    directories found (else of the experiment); one that ran otherwise is left out
+    with a printed line.
 
     # Arguments
         name: an experiment of `training.paper.EXPERIMENTS`.
@@ -648,7 +780,17 @@ def collect(
     started = time.perf_counter()
     results_dir = Path(results_dir)
     json_path = results_dir / f"{name}-{scale}.json"
-    cached = _previous(json_path)
+    previous = _previous(json_path)
+    owner_records = {
+        owner: _previous(results_dir / f"{owner}-{scale}.json")
+        for owner, _ in (home_of(name, r) for r in spec.runs)
+        if owner != name
+    }
+    cached = _post_hoc_cache(previous)
+    for record in owner_records.values():
+        cached.update(_post_hoc_cache(record))
+    curve_notes: list[str] = []
+    directories_read = 0
     figures = _FIGURES.get(name) or (
         ("stream",) if spec.fields.get("protocol") == "stream" else ("curves",)
     )
@@ -678,6 +820,7 @@ def collect(
             status = run_status(run_dir)
             if status["status"] == "missing":
                 continue
+            directories_read += 1
             config = status["config"]
             entry = {
                 "status": status["status"],
@@ -746,10 +889,62 @@ def collect(
                             for t in task_names
                         ),
                     }
+            epochs_done, accuracies = _curve(_rows(run_dir), task_names)
+            # Each seed's own curve, so that a later results file can draw it without
+            # the run directory.
+            entry["curve"] = _round(
+                {"epochs": epochs_done, "accuracy": accuracies.tolist()}, 4
+            )
             seeds[seed_text] = entry
             if "histograms" in figures:
                 histogram_sources.setdefault(run_name, run_dir)
-            finished_rows.append(_curve(_rows(run_dir), task_names))
+            finished_rows.append((epochs_done, accuracies))
+        groups = [(epochs, acc, None, 1) for epochs, acc in finished_rows]
+        # A run shared with another experiment: its seeds are that experiment's.
+        source, source_run = (
+            (previous, run_name) if owner == name else (owner_records[owner], owner_run)
+        )
+        kept = _kept_seeds(
+            source,
+            source_run,
+            seeds,
+            lambda seed, o=owner, r=owner_run: paper.run_config(
+                o, r, scale=scale, seed=seed
+            ),
+        )
+        without_curve = []
+        for seed_text, entry in kept.items():
+            task_names = task_names or list(entry["final_accuracy"])
+            seeds[seed_text] = entry
+            if entry.get("curve"):
+                curve = entry["curve"]
+                groups.append((curve["epochs"], np.array(curve["accuracy"]), None, 1))
+            else:
+                without_curve.append(seed_text)
+        if without_curve:
+            # A results file written before seeds kept their own curves: its curve is
+            # the mean and spread of exactly these seeds, pooled in whole.
+            before = source["runs"][source_run]
+            before_finished = {
+                k for k, e in before["seeds"].items() if e.get("status") == "finished"
+            }
+            curve = before.get("curve")
+            if curve and before_finished == set(without_curve):
+                groups.append(
+                    (
+                        curve["epochs"],
+                        np.array(curve["mean"]),
+                        None if curve["std"] is None else np.array(curve["std"]),
+                        len(without_curve),
+                    )
+                )
+            else:
+                curve_notes.append(
+                    f"{run_name}: the curve leaves out seeds "
+                    f"{', '.join(without_curve)} (kept from an earlier results file "
+                    "without their curves)"
+                )
+        seeds = dict(sorted(seeds.items(), key=lambda item: int(item[0])))
         finished = [s for s in seeds.values() if s["status"] == "finished"]
         statistics = {
             "seeds_finished": len(finished),
@@ -775,15 +970,17 @@ def collect(
             "statistics": statistics,
             "paper": _paper_value(name, run_name),
         }
-        if finished_rows:
-            length = min(len(x) for x, _ in finished_rows)
-            stacked = np.stack([a[:length] for _, a in finished_rows])
+        pooled = pooled_curve(groups) if groups else None
+        if groups and pooled is None:
+            curve_notes.append(f"{run_name}: no curve, its seeds' epochs disagree")
+        if pooled:
+            epochs_pooled, mean, std, n = pooled
             curves[run_name] = {
-                "epochs": finished_rows[0][0][:length],
+                "epochs": epochs_pooled,
                 "tasks": task_names,
-                "mean": stacked.mean(axis=0),
-                "std": stacked.std(axis=0, ddof=1) if len(stacked) > 1 else None,
-                "n": len(stacked),
+                "mean": mean,
+                "std": std,
+                "n": n,
                 "config": finished[0]["config"],
             }
             runs[run_name]["curve"] = _round(
@@ -794,11 +991,12 @@ def collect(
                     "std": None
                     if curves[run_name]["std"] is None
                     else curves[run_name]["std"].tolist(),
+                    "seeds": n,
                 },
                 4,
             )
     present = {r: v for r, v in runs.items() if v["seeds"]}
-    if not present:
+    if not directories_read:
         raise ValueError(
             f"no run directory of {name} at scale {scale!r} under "
             f"{Path(runs_root) / name / scale}; run `python benchmarks/paper.py run "
@@ -827,6 +1025,16 @@ def collect(
     written = _figures(
         spec, scale, figures, curves, runs, histogram_sources, stem, data_dir
     )
+    histogram_path = Path(f"{stem}-histograms.png")
+    if "histograms" in figures and histogram_path not in written:
+        # No run directory to draw Fig. 2g-h from: keep the earlier file's.
+        for run_name, entry in previous.get("runs", {}).items():
+            if run_name in runs and "hidden_weights" in entry:
+                runs[run_name]["hidden_weights"] = entry["hidden_weights"]
+        if histogram_path.exists() and any(
+            "hidden_weights" in r for r in runs.values()
+        ):
+            written.append(histogram_path)
     wall = [s["wall_time_s"] for r in present.values() for s in r["seeds"].values()]
     fields = {
         "command": command,
@@ -850,7 +1058,8 @@ def collect(
                 r["statistics"]["seeds_partial"] for r in runs.values()
             ),
             "note": "sum of the training wall times of every run directory read "
-            "(evaluation, checkpoints and plots included; partial runs so far); "
+            "and of the seeds kept from the earlier results file (evaluation, "
+            "checkpoints and plots included; partial runs so far); "
             "`collect_time_s` is this file's post-hoc analyses and figures",
             "collect_time_s": None,
         },
@@ -866,7 +1075,11 @@ def collect(
         "comparisons": comparisons,
         "runs": runs,
         "figures": [relative(p) for p in written],
-        "not_shown": _not_shown(figures, curves),
+        "kept_rule": "a finished seed of the earlier results file whose run "
+        "directory is not here is kept (`kept_from_results_file`) when its settings, "
+        "but for seed and precision, are those of the run directories found (else of "
+        "the experiment); the curves pool every seed",
+        "not_shown": _not_shown(figures, curves) + curve_notes,
     }
     fields["budget"]["collect_time_s"] = round(time.perf_counter() - started, 1)
     return write_results(name, _round(fields), output=json_path)

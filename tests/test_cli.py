@@ -112,3 +112,11 @@ def test_epochs_are_shown_by_task(tmp_path, tiny_data_dir, capsys, quiet):
     else:  # a header, then Keras' progress bar
         assert "Task 1/2 (task_1), epoch 1/1" in lines
         assert "Task 2/2 (task_2), epoch 1/1" in lines
+
+
+def test_batch_norm_affine_options():
+    # The paper's stream network normalizes without gamma and beta; others keep them.
+    assert parsed("stream").batch_norm_affine is False
+    assert parsed("stream", "--bn-affine").batch_norm_affine is True
+    assert parsed("permuted").batch_norm_affine is True
+    assert parsed("permuted", "--no-bn-affine").batch_norm_affine is False

@@ -386,3 +386,26 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_data_dir, capsys):
         assert message in err
         assert err.count("\n") == 1 and err.startswith("error: ")
     assert not (tmp_path / "out.tflite").exists()
+
+
+def test_lce_converts_batch_norm_without_gamma_and_beta(lce):
+    # The paper's stream network: BatchNorm normalizes only (no affine parameters).
+    model = mlp_meta(
+        hidden_units=(64, 64),
+        input_shape=(8, 8, 1),
+        num_classes=4,
+        batch_norm_affine=False,
+    )
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            units = layer.moving_mean.shape
+            layer.set_weights(
+                [3 * rng.normal(size=units), rng.uniform(0.5, 4.0, units)]
+            )
+    flatbuffer = export.convert_to_lce(model)
+    assert export.lce_op_report(flatbuffer, model)["all_binary_converted"]
+    x = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
+    result = export.verify_lce(flatbuffer, model, x)
+    assert result["argmax_agreement"] == 1.0
+    assert result["max_abs_logit_diff"] < 1e-3

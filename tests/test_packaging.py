@@ -108,3 +108,34 @@ def test_card_of_a_run_started_from_another_covers_both(tmp_path, tiny_data_dir)
     assert card["wall_time_s"] == pytest.approx(
         first_summary["wall_time_s"] + second_summary["wall_time_s"], abs=0.11
     )
+
+
+def test_a_permuted_sequence_is_packaged_with_its_matrix_and_permutations(
+    tmp_path, tiny_data_dir
+):
+    # The paper's Fig. 2 model: the card lets users continue the sequence.
+    run_dir = tmp_path / "pmnist"
+    argv = [
+        "permuted", "--tasks", "2", "--epochs", "1", "--hidden-units", "16", "16",
+        "--batch-size", "40", "--seed", "3", "--data-dir", str(tiny_data_dir),
+        "--run-dir", str(run_dir), "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = tmp_path / "models"
+    assert main(["package", str(run_dir), "--name", "tiny_pmnist", "--output-dir",
+                 str(out)]) == 0  # fmt: skip
+    card = json.loads((out / "tiny_pmnist" / "model_card.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert card["protocol"]["name"] == "permuted"
+    assert card["protocol"]["evaluated_task"] == "task_2"
+    assert card["protocol"]["permutations"]["seed"] == 3
+    assert card["sequence"]["accuracy_matrix"] == summary["accuracy_matrix"]
+    assert card["sequence"]["tasks"] == ["task_1", "task_2"]
+    # Measured on the last task's permuted test images, with the weights and BatchNorm
+    # state the run evaluated it with last.
+    keras = card["results"]["keras_test_accuracy"]
+    assert keras == pytest.approx(summary["final_accuracy"]["task_2"], abs=1e-6)
+    assert card["results"]["lce"]["agreement"] == 1.0
+    readme = (out / "tiny_pmnist" / "README.md").read_text()
+    first_row = " | ".join(f"{100 * a:.2f} %" for a in summary["accuracy_matrix"][0])
+    assert f"| task_1 | {first_row} |" in readme

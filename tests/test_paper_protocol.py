@@ -80,3 +80,34 @@ def test_the_runner_passes_what_ewc_consolidates(tmp_path, tiny_data_dir):
     assert binary.keys() == latent.keys() and binary
     # Same seed, same first task: only the penalty of the second task differs.
     assert any((binary[n] != latent[n]).any() for n in binary)
+
+
+def test_a_stream_network_normalizes_without_gamma_and_beta(tmp_path, tiny_data_dir):
+    import pytest
+
+    from training.assembly import restore_run
+
+    config = _config(tmp_path, tiny_data_dir)
+    assert config.batch_norm_affine is False  # the reference's stream network
+    assert RunConfig().batch_norm_affine is True  # every other protocol
+    assert _config(tmp_path, tiny_data_dir, model="vgg_small_meta").batch_norm_affine
+    with pytest.raises(ValueError, match="not available for model 'vgg16_meta'"):
+        RunConfig(model="vgg16_meta", batch_norm_affine=False)
+    # A config.json written before the field existed: the network it trained.
+    old = {k: v for k, v in config.to_json().items() if k != "batch_norm_affine"}
+    assert RunConfig.from_json(old).batch_norm_affine is True
+
+    run(config, verbose=0)
+    model = restore_run(config.run_dir).model
+    norms = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
+    ]
+    assert [layer.name for layer in norms] == ["bn_1", "bn_2", "bn_out"]
+    for layer in norms:
+        assert not layer.scale and not layer.center
+        assert [w.name.split("/")[-1] for w in layer.weights] == [
+            "moving_mean:0",
+            "moving_variance:0",
+        ]

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,3 +242,116 @@ def test_comparisons_and_paper_values_name_real_runs():
     assert all(
         e["command"].startswith("python benchmarks/paper.py run ") for e in entries
     )
+
+
+def test_small_settings_are_written_as_themselves(fig2):
+    # A weight decay of 1e-7 was once written as 0.0 (rounding to 6 decimals).
+    m0 = fig2["record"]["runs"]["m0"]
+    assert m0["fields"]["weight_decay"] == pytest.approx(1e-7)
+    assert m0["seeds"]["0"]["config"]["weight_decay"] == pytest.approx(1e-7)
+
+
+def _elsewhere(fig2, tmp_path, keep_seeds):
+    """A copy of the fig2 results file beside run directories of `keep_seeds` only, as
+    on a machine where the other seeds were trained and their directories are gone."""
+    import shutil
+
+    runs_root, results = tmp_path / "runs", tmp_path / "results"
+    results.mkdir()
+    shutil.copy(fig2["results"] / "fig2-quick.json", results / "fig2-quick.json")
+    for run_name in ("m0", "m1.35"):
+        for seed in keep_seeds:
+            source = suite.run_dir_of(
+                "fig2", run_name, "quick", seed, fig2["runs_root"]
+            )
+            target = suite.run_dir_of("fig2", run_name, "quick", seed, runs_root)
+            shutil.copytree(source, target)
+    return runs_root, results
+
+
+def _collect(name, fig2, runs_root, results):
+    return suite.collect(
+        name,
+        scale="quick",
+        runs_root=runs_root,
+        results_dir=results,
+        data_dir=str(fig2["data_dir"]),
+    )
+
+
+def test_seeds_of_the_earlier_results_file_are_kept(fig2, tmp_path, capsys):
+    before = json.loads((fig2["results"] / "fig2-quick.json").read_text())
+    runs_root, results = _elsewhere(fig2, tmp_path, keep_seeds=[0])
+    path = _collect("fig2", fig2, runs_root, results)
+    record = json.loads(path.read_text())
+    for run_name in ("m0", "m1.35"):
+        old, new = before["runs"][run_name], record["runs"][run_name]
+        finished = {k for k, e in old["seeds"].items() if e["status"] == "finished"}
+        assert {k for k, e in new["seeds"].items() if e["status"] == "finished"} == (
+            finished
+        )
+        assert "kept_from_results_file" not in new["seeds"]["0"]
+        for seed in finished - {"0"}:
+            entry = new["seeds"][seed]
+            assert entry["kept_from_results_file"] is True
+            assert entry["final_accuracy"] == old["seeds"][seed]["final_accuracy"]
+        assert new["statistics"]["mean_accuracy"] == old["statistics"]["mean_accuracy"]
+        # The curve still averages every finished seed, from their own curves.
+        assert new["curve"]["seeds"] == len(finished)
+        np.testing.assert_allclose(
+            new["curve"]["mean"], old["curve"]["mean"], atol=2e-4
+        )
+    (comparison,) = record["comparisons"]
+    assert comparison["p_value"] == before["comparisons"][0]["p_value"]
+    assert "left out" not in capsys.readouterr().out
+
+
+def test_seeds_run_with_other_settings_are_left_out(fig2, tmp_path, capsys):
+    runs_root, results = _elsewhere(fig2, tmp_path, keep_seeds=[0])
+    earlier = json.loads((results / "fig2-quick.json").read_text())
+    earlier["runs"]["m0"]["seeds"]["1"]["config"]["hidden_units"] = [8, 8]
+    (results / "fig2-quick.json").write_text(json.dumps(earlier))
+    path = _collect("fig2", fig2, runs_root, results)
+    out = capsys.readouterr().out
+    assert "m0 seed 1: the earlier results file's run used other settings " in out
+    assert "(hidden_units); left out" in out
+    record = json.loads(path.read_text())
+    assert "1" not in record["runs"]["m0"]["seeds"]
+    assert record["runs"]["m1.35"]["seeds"]["1"]["kept_from_results_file"] is True
+
+
+def test_curves_of_results_files_without_per_seed_curves_are_pooled():
+    rng = np.random.default_rng(0)
+    seeds = [rng.random((4, 3)) for _ in range(5)]
+    epochs = [1, 2, 3, 4]
+    # Two seeds known only as their mean and spread, three as their own curves.
+    old = np.stack(seeds[:2])
+    groups = [(epochs, old.mean(0), old.std(0, ddof=1), 2)] + [
+        (epochs, s, None, 1) for s in seeds[2:]
+    ]
+    pooled_epochs, mean, std, n = suite.pooled_curve(groups)
+    every = np.stack(seeds)
+    assert pooled_epochs == epochs and n == 5
+    np.testing.assert_allclose(mean, every.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, every.std(0, ddof=1), rtol=1e-9)
+    assert (
+        suite.pooled_curve([(epochs, seeds[0], None, 1), ([9], seeds[1], None, 1)])
+        is None
+    )
+
+
+def test_runs_shared_with_another_experiment_keep_its_seeds(fig2, tmp_path):
+    # Table 1's m = 1.35 and m = 0 are Fig. 2's runs: their seeds trained elsewhere are
+    # read from Fig. 2's results file.
+    before = json.loads((fig2["results"] / "fig2-quick.json").read_text())
+    runs_root, results = _elsewhere(fig2, tmp_path, keep_seeds=[0])
+    path = _collect("table1", fig2, runs_root, results)
+    record = json.loads(path.read_text())
+    for run_name in ("m0", "m1.35"):
+        entry = record["runs"][run_name]
+        assert entry["shared_with"] == f"fig2 {run_name}"
+        assert entry["seeds"]["1"]["kept_from_results_file"] is True
+        assert (
+            entry["statistics"]["mean_accuracy"]
+            == before["runs"][run_name]["statistics"]["mean_accuracy"]
+        )

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tools import readme_tables  # noqa: E402
+from training import paper  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(readme_tables.SECTIONS))
@@ -77,6 +78,17 @@ def test_results_files_reach_the_table(tmp_path):
     assert "not run yet: `python benchmarks/paper.py run fig2 --scale paper" in body
     assert "| m0 |" not in body  # no seed at all: no row
     assert "difference of the means" not in body  # no comparison with data
+    # A run whose settings have changed since it ran says so in its row.
+    config = paper.run_config("fig2", "m1.35", scale="quick", seed=0).to_json()
+    record["runs"]["m1.35"]["seeds"]["0"]["config"] = dict(config, weight_decay=0.0)
+    record["runs"]["m1.35"]["seeds"]["1"]["config"] = dict(config, seed=1)
+    (results / "fig2-quick.json").write_text(json.dumps(record))
+    body = readme_tables.render("reproduction", root=tmp_path)
+    row = next(line for line in body.splitlines() if "m1.35" in line and "bf16" in line)
+    assert (
+        "bf16; run with weight_decay 0.0 (the experiment's setting has changed since)"
+        in row
+    )
     (results / "broken.json").write_text("{}")
     with pytest.raises(ValueError, match="not a results file"):
         readme_tables.render("reproduction", root=tmp_path)

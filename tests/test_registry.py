@@ -13,7 +13,9 @@ from zoo import pretrained, registry
 
 REGISTRY_SOURCE = Path(registry.__file__)
 # Small but valid values of every architecture argument (VGG-16 needs 32x32 inputs).
-MLP_SMALL = dict(input_shape=(6, 6, 1), num_classes=3, hidden_units=(8, 6))
+MLP_SMALL = dict(
+    input_shape=(6, 6, 1), num_classes=3, hidden_units=(8, 6), batch_norm_affine=False
+)
 SMALL = {
     "mlp_meta": MLP_SMALL,
     "mlp_float": MLP_SMALL,
@@ -22,7 +24,12 @@ SMALL = {
     "vgg_small_meta": dict(input_shape=(16, 16, 2), num_classes=3, dense_units=(8, 6)),
 }
 # What a factory builds by default (the paper's networks).
-MLP_DEFAULTS = dict(input_shape=(28, 28, 1), num_classes=10, hidden_units=(1024, 1024))
+MLP_DEFAULTS = dict(
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    hidden_units=(1024, 1024),
+    batch_norm_affine=True,
+)
 DEFAULTS = {
     "mlp_meta": MLP_DEFAULTS,
     "mlp_float": MLP_DEFAULTS,
@@ -124,7 +131,12 @@ def test_model_names_and_the_binary_filter():
 
 def test_pretrained_tables_are_read_from_the_registry():
     assert dict(pretrained.ARCHITECTURE_ARGUMENTS) == {
-        "mlp_meta": ("input_shape", "num_classes", "hidden_units"),
+        "mlp_meta": (
+            "input_shape",
+            "num_classes",
+            "hidden_units",
+            "batch_norm_affine",
+        ),
         "vgg16_meta": ("input_shape", "num_classes", "dense_units"),
         "vgg_small_meta": ("input_shape", "num_classes", "dense_units"),
     }

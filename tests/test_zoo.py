@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from zoo import mlp_float, mlp_meta, vgg16_meta, vgg_small_meta
+from zoo.layers import BN_EPSILON
 
 M = "M"
 VGG16 = [64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M]
@@ -474,3 +475,31 @@ def test_pretrained_argument(factory, tmp_path):
     ]:
         with pytest.raises(ValueError, match=match):
             factory(**kwargs)
+
+
+@pytest.mark.parametrize("factory", [mlp_meta, mlp_float])
+def test_batch_norm_without_gamma_and_beta(factory):
+    kwargs = dict(hidden_units=(16, 8), input_shape=(4, 4, 1), num_classes=3)
+    plain = factory(batch_norm_affine=False, **kwargs)
+    affine = factory(**kwargs)
+    assert affine.count_params() - plain.count_params() == 2 * (16 + 8 + 3)
+    norms = [
+        layer
+        for layer in plain.layers
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
+    ]
+    assert len(norms) == 3 and all(not n.scale and not n.center for n in norms)
+    # Inference normalizes with the moving statistics alone: (h - mean) / sqrt(var + eps).
+    rng = np.random.default_rng(0)
+    for layer in norms:
+        units = layer.moving_mean.shape
+        layer.set_weights([rng.normal(size=units), rng.uniform(0.5, 2.0, units)])
+    x = rng.uniform(size=(5, 4, 4, 1)).astype("float32")
+    dense_out = tf.keras.Model(plain.input, plain.get_layer("dense_out").output)
+    mean, var = plain.get_layer("bn_out").get_weights()
+    expected = (dense_out(x).numpy() - mean) / np.sqrt(var + BN_EPSILON)
+    np.testing.assert_allclose(plain(x, training=False), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(
+        ValueError, match="batch_norm_affine must be one of True, False"
+    ):
+        factory(batch_norm_affine="no", **kwargs)

@@ -283,7 +283,10 @@ def _row(cells: Sequence[str]) -> str:
 
 
 def render_reproduction(
-    catalog: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]]
+    catalog: Sequence[Mapping[str, Any]],
+    results: Sequence[Mapping[str, Any]],
+    *,
+    outdated: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> str:
     """The README's reproduction tables: one row per run of every results file, one
     "not run yet" row for each experiment without a results file at the paper's
@@ -294,10 +297,14 @@ def render_reproduction(
             `catalog()`): dicts with `experiment`, `figure`, `setting`, `runs`,
             `paper_values` (run -> value) and `command` (at the paper's scale).
         results: the results files (`load_results`).
+        outdated: by `(experiment, scale)`, the runs whose settings differ from the
+            experiment's today, `{run: {field: the value it ran with}}`
+            (`benchmarks/paper.py`'s `outdated_settings`); their rows say so.
 
     # Returns
         Markdown.
     """
+    outdated = outdated or {}
     by_experiment: dict[str, list[Mapping[str, Any]]] = {}
     for record in results:
         by_experiment.setdefault(record["experiment"], []).append(record)
@@ -325,12 +332,20 @@ def render_reproduction(
                 if not run.get("seeds"):
                     continue  # not run at this scale
                 statistics = run.get("statistics") or {}
+                ours = _ours(record)
+                changed = outdated.get((name, record["scale"]), {}).get(run_name)
+                if changed:
+                    ours += "; run with " + ", ".join(
+                        f"{field} {json.dumps(value)}"
+                        for field, value in sorted(changed.items())
+                    )
+                    ours += " (the experiment's setting has changed since)"
                 lines.append(
                     _row(
                         [
                             f"{label} {run_name}" if first else run_name,
                             entry["setting"] if first else "",
-                            _ours(record),
+                            ours,
                             _seeds(run),
                             _mean_std(statistics.get("mean_accuracy")),
                             _paper_value(entry["paper_values"].get(run_name)),
@@ -409,9 +424,12 @@ def _paper_module():
 @section("reproduction")
 def _reproduction(root: Path) -> str:
     paper = _paper_module()
-    return render_reproduction(
-        paper.catalog(), load_results(Path(root) / PAPER_RESULTS)
-    )
+    results = load_results(Path(root) / PAPER_RESULTS)
+    outdated = {
+        (record["experiment"], record["scale"]): paper.outdated_settings(record)
+        for record in results
+    }
+    return render_reproduction(paper.catalog(), results, outdated=outdated)
 
 
 # Where `benchmarks/tuned_meta.py` writes its results.

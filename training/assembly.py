@@ -136,7 +136,8 @@ def build_model(
     """The run's zoo model with its initial weights (seeded by `config.seed`).
 
     # Arguments
-        config: the run's configuration (`model`, `hidden_units`, `precision`, `seed`).
+        config: the run's configuration (`model`, `hidden_units`, `precision`,
+            `batch_norm_affine`, `seed`).
         input_shape: shape of one image.
         num_classes: number of output logits.
         synchronized_bn: BatchNorm statistics over the global batch of a
@@ -151,6 +152,8 @@ def build_model(
     kwargs = {"hidden_units": config.hidden_units} if spec.takes("hidden_units") else {}
     if spec.takes("precision"):
         kwargs["precision"] = config.precision
+    if spec.takes("batch_norm_affine"):
+        kwargs["batch_norm_affine"] = config.batch_norm_affine
     model = spec.factory(input_shape=input_shape, num_classes=num_classes, **kwargs)
     if not synchronized_bn:
         return model

@@ -56,6 +56,7 @@ _FIELDS = (
     "baseline", "baseline_on", "ewc_lambda", "fisher_samples", "si_c", "si_xi",
     "batch_norm", "recalibrate_bn", "evaluate", "seed", "initial_weights", "data_dir",
     "precision", "weight_decay", "lr_schedule", "optimizer_per_task",
+    "batch_norm_affine",
 )  # fmt: skip
 _PAPER = PRESETS[("permuted", "mnist")]
 
@@ -160,6 +161,23 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         action="store_const",
         const=True,
         help="a fresh optimizer for every task (the default except for streams)",
+    )
+    affine = p.add_mutually_exclusive_group()
+    affine.add_argument(
+        "--bn-affine",
+        dest="batch_norm_affine",
+        action="store_const",
+        const=True,
+        help="BatchNorm learns gamma and beta (the default except for streams of "
+        "mlp_meta / mlp_float)",
+    )
+    affine.add_argument(
+        "--no-bn-affine",
+        dest="batch_norm_affine",
+        action="store_const",
+        const=False,
+        help="BatchNorm only normalizes, no gamma and beta (the default of streams "
+        "of mlp_meta / mlp_float, as the paper's)",
     )
     p.add_argument(
         "--bn",

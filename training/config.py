@@ -81,7 +81,12 @@ BASELINE_TARGETS = baselines.CONSOLIDATION_TARGETS
 # the behaviour of the code that wrote it (no weight decay, EWC/SI on the latent
 # weights, float32), not today's defaults.
 _LEGACY_VALUES = MappingProxyType(
-    dict(weight_decay=0.0, baseline_on="latent", precision="float32")
+    dict(
+        weight_decay=0.0,
+        baseline_on="latent",
+        precision="float32",
+        batch_norm_affine=True,
+    )
 )
 
 # The command line's defaults by (protocol, dataset), as `RunConfig` fields: the
@@ -228,6 +233,12 @@ class RunConfig:
             optimizer for the whole run, as in the paper's streams. `None` (default)
             picks the paper's choice for the protocol: `False` for `"stream"`, else
             `True`.
+        batch_norm_affine: whether the BatchNorm layers learn a scale gamma and an
+            offset beta, for the models whose factory takes `batch_norm_affine`
+            (`mlp_meta`, `mlp_float`). `None` (default) picks the paper's choice:
+            `False` for a stream (the reference's stream network normalizes without
+            affine parameters), else `True`. A `config.json` written before this
+            field existed reads as `True`.
         batch_norm: `"task"`: BatchNorm state saved at the end of each task and restored to
             evaluate it (`training.batchnorm`); `"domain"`: one shared BatchNorm state.
         recalibrate_bn: with `batch_norm="task"`, re-estimate a finished task's BatchNorm
@@ -281,6 +292,7 @@ class RunConfig:
     weight_decay: float = WEIGHT_DECAY
     lr_schedule: str = "constant"
     optimizer_per_task: bool | None = None
+    batch_norm_affine: bool | None = None
     batch_norm: str = "task"
     recalibrate_bn: int = 0
     augment: str | None = None
@@ -320,6 +332,15 @@ class RunConfig:
         if self.optimizer_per_task is None:
             self.optimizer_per_task = self.protocol != "stream"
         check_choice(self.optimizer_per_task, "optimizer_per_task", (True, False))
+        takes_affine = registry.get_model(self.model).takes("batch_norm_affine")
+        if self.batch_norm_affine is None:
+            self.batch_norm_affine = not (takes_affine and self.protocol == "stream")
+        check_choice(self.batch_norm_affine, "batch_norm_affine", (True, False))
+        if not self.batch_norm_affine and not takes_affine:
+            raise ValueError(
+                f"batch_norm_affine False is not available for model {self.model!r} "
+                "(its BatchNorm layers always learn gamma and beta); leave it unset."
+            )
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         check_choice(self.batch_norm, "batch_norm", BATCH_NORM)
         check_choice(self.evaluate, "evaluate", EVALUATE)

@@ -7,6 +7,9 @@ model was trained (dataset, protocol, hyperparameters, the exact command, epochs
 time, compute budget) and what it scores (Keras and LCE accuracy on the run's test split).
 A run trained in bf16 (`zoo.precision`) is packaged as its float32 twin (same weights),
 so that the pretrained model loads anywhere; its card's hyperparameters say `precision`.
+A run over tasks learned one after another is measured on its last task (permuted
+MNIST: that task's permuted test images) and its card holds the accuracy matrix and,
+for permuted tasks, the permutation seed, so that users can continue the sequence.
 
 ```bash
 python -m training package runs/fmnist-stream-m2.5 --name mlp_meta_fashion_mnist_stream \
@@ -96,16 +99,20 @@ def package_run(
     restored = restore_run(run_dir, data_dir=data_dir)
     config, model, eval_tasks = restored.config, restored.model, restored.eval_tasks
     test = eval_tasks[-1]
+    x_test = test.x_test
     if test.permutation is not None:
-        raise ValueError(
-            f"{run_dir} ends on a permuted task; package runs on unpermuted data"
-        )
+        # The last task's images, as the model learned them.
+        n, height, width, channels = x_test.shape
+        x_test = x_test.reshape(n, height * width, channels)[:, test.permutation]
+        x_test = x_test.reshape(n, height, width, channels)
     kwargs = {
         "input_shape": tuple(test.x_test.shape[1:]),
         "num_classes": int(model.output_shape[-1]),
     }
     if registry.get_model(config.model).takes("hidden_units"):
         kwargs["hidden_units"] = tuple(config.hidden_units)
+    if registry.get_model(config.model).takes("batch_norm_affine"):
+        kwargs["batch_norm_affine"] = config.batch_norm_affine
     card = {
         "factory": config.model,
         "kwargs": architecture(config.model, kwargs),
@@ -117,6 +124,7 @@ def package_run(
             "epochs_per_task": config.epochs,
             "batch_norm": config.batch_norm,
             "optimizer_per_task": config.optimizer_per_task,
+            "evaluated_task": test.name,
         },
         "hyperparameters": {
             "optimizer": "MetaplasticAdam",
@@ -134,12 +142,32 @@ def package_run(
         "budget": budget or f"{epochs} epochs, {wall_time_s / 60:.0f} min wall time",
         "initial_weights": source,
     }
+    if config.protocol == "permuted":
+        card["protocol"]["permutations"] = {
+            "seed": config.seed,
+            "recipe": "training.protocols.permuted_tasks(zoo.datasets.load_dataset("
+            f"{config.datasets[0]!r}), num_tasks=..., seed={config.seed}): task 1 "
+            "unpermuted, then one fixed pixel permutation per task; the same seed "
+            "gives the same first tasks, so more tasks continue the sequence",
+        }
+    if config.protocol != "stream" and len(summary.get("accuracy_matrix") or []) > 1:
+        # Tasks learned one after another (a stream's subsets share one test set).
+        card["sequence"] = {
+            "tasks": summary["task_names"],
+            "accuracy_matrix": summary["accuracy_matrix"],
+            "rows": "after learning each task, the test accuracy of every task",
+            "backward_transfer": summary.get("backward_transfer"),
+            "batch_norm": "the saved model carries the last task's BatchNorm state; "
+            "the matrix evaluated each finished task with its own saved state"
+            if config.batch_norm == "task"
+            else "one BatchNorm state for every task",
+        }
     return package_pretrained(
         as_float32(model),
         name=name,
         card=card,
         directory=directory,
-        verify_data=(test.x_test, test.y_test),
+        verify_data=(x_test, test.y_test),
         lce_samples=lce_samples,
         overwrite=overwrite,
     )

@@ -276,15 +276,28 @@ def binary_conv(
         )
 
 
-def batch_norm(*, name: Optional[str] = None) -> tf.keras.layers.BatchNormalization:
+def batch_norm(
+    *, name: Optional[str] = None, affine: bool = True
+) -> tf.keras.layers.BatchNormalization:
     """Returns the batch normalization that follows every binary layer (PyTorch-like).
 
     It computes in float32 in every precision (`zoo.precision.normalization_policy`):
     variables, batch statistics and output, a bfloat16 input being cast up.
+
+    # Arguments
+        name: layer name.
+        affine: learn a scale gamma and an offset beta (Keras' `scale` and `center`);
+            `False` only normalizes, as PyTorch's `BatchNorm1d(affine=False)` of the
+            paper's stream network.
+
+    # Returns
+        A `tf.keras.layers.BatchNormalization`.
     """
     return tf.keras.layers.BatchNormalization(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
+        center=affine,
+        scale=affine,
         dtype=normalization_policy(),
         name=name,
     )
@@ -317,6 +330,7 @@ def binary_dense_stack(
     input_dropout: bool = True,
     kernel_initializer: KernelInitializer = "glorot_uniform",
     precision: str = DEFAULT_PRECISION,
+    batch_norm_affine: bool = True,
 ) -> tf.Tensor:
     """Applies binary dense + batch norm blocks, ending with the logits layer.
 
@@ -335,6 +349,8 @@ def binary_dense_stack(
             see `layer_initializer`; a seeded instance gets the seed + the layer's
             depth index).
         precision: `"float32"` or `"bf16"` (see `binary_dense`); the logits are float32.
+        batch_norm_affine: whether the batch normalizations learn gamma and beta (see
+            `batch_norm`).
 
     # Returns
         The logits: batch-normalized outputs of `dense_out`, no softmax.
@@ -354,7 +370,7 @@ def binary_dense_stack(
             precision=precision,
             name=f"dense_{tag}",
         )(x)
-        x = batch_norm(name=f"bn_{tag}")(x)
+        x = batch_norm(name=f"bn_{tag}", affine=batch_norm_affine)(x)
     return x
 
 

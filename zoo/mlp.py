@@ -14,7 +14,7 @@ import tensorflow as tf
 from zoo import layers
 from zoo.precision import DEFAULT_PRECISION, check_precision
 from zoo.registry import register_model
-from zoo.validation import check_units
+from zoo.validation import check_choice, check_units
 from zoo.weights import WeightsType, check_weights, load_weights, pretrained_weights
 
 # The paper's MLP for permuted MNIST: 784-1024-1024-10 (Laborieux et al. 2021).
@@ -25,7 +25,8 @@ PAPER_INITIALIZER = "random_uniform"
 
 
 @register_model(
-    architecture=("hidden_units",), default_pretrained="mlp_meta_fashion_mnist_stream"
+    architecture=("hidden_units", "batch_norm_affine"),
+    default_pretrained="mlp_meta_fashion_mnist_stream",
 )
 def mlp_meta(
     *,  # Keyword arguments only
@@ -37,6 +38,7 @@ def mlp_meta(
     pretrained: bool = False,
     kernel_initializer: str = PAPER_INITIALIZER,
     precision: str = DEFAULT_PRECISION,
+    batch_norm_affine: bool = True,
     name: str = "mlp_meta",
 ) -> tf.keras.Model:
     """Instantiates the metaplastic binarized MLP (Laborieux et al. 2021).
@@ -65,6 +67,10 @@ def mlp_meta(
         precision: `"float32"`, or `"bf16"`: the binary layers compute in bfloat16
             (latent kernels, batch normalization and logits stay float32; see
             `zoo.precision`).
+        batch_norm_affine: whether each batch normalization learns a scale gamma and
+            an offset beta (Keras' `scale` and `center`); `False` only normalizes, as
+            the network of the paper's Fashion-MNIST stream (PyTorch's
+            `BatchNorm1d(affine=False)`).
         name: model name.
 
     # Returns
@@ -72,11 +78,12 @@ def mlp_meta(
 
     # Raises
         ValueError: in case of invalid `hidden_units`, `input_shape`, `input_tensor`,
-            `num_classes`, `weights`, `pretrained` or `precision`, or arguments that
-            differ from the pretrained model's.
+            `num_classes`, `weights`, `pretrained`, `precision` or
+            `batch_norm_affine`, or arguments that differ from the pretrained model's.
     """
     precision = check_precision(precision)
     hidden_units = check_units(hidden_units, "hidden_units")
+    check_choice(batch_norm_affine, "batch_norm_affine", (True, False))
     weights = pretrained_weights(weights, pretrained=pretrained, factory="mlp_meta")
     input_shape = layers.validate_arguments(
         input_shape=input_shape, input_tensor=input_tensor, num_classes=num_classes
@@ -86,7 +93,10 @@ def mlp_meta(
         factory="mlp_meta",
         input_shape=input_shape,
         num_classes=num_classes,
-        architecture={"hidden_units": hidden_units},
+        architecture={
+            "hidden_units": hidden_units,
+            "batch_norm_affine": batch_norm_affine,
+        },
     )
     inputs, x = layers.model_input(input_shape, input_tensor)
 
@@ -99,13 +109,14 @@ def mlp_meta(
         first=True,
         kernel_initializer=kernel_initializer,
         precision=precision,
+        batch_norm_affine=batch_norm_affine,
     )
 
     model = tf.keras.Model(inputs=inputs, outputs=x, name=name)
     return load_weights(model, weights)
 
 
-@register_model(architecture=("hidden_units",), binary=False)
+@register_model(architecture=("hidden_units", "batch_norm_affine"), binary=False)
 def mlp_float(
     *,  # Keyword arguments only
     hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS,
@@ -114,6 +125,7 @@ def mlp_float(
     num_classes: int = 10,
     weights: WeightsType = None,
     kernel_initializer: str = PAPER_INITIALIZER,
+    batch_norm_affine: bool = True,
     name: str = "mlp_float",
 ) -> tf.keras.Model:
     """Instantiates the full-precision MLP of the same shape as `mlp_meta`.
@@ -136,6 +148,8 @@ def mlp_float(
             TensorFlow checkpoint prefix) to load.
         kernel_initializer: initializer of the kernels (a Keras initializer
             identifier or instance); default the paper's, uniform in [-0.05, 0.05].
+        batch_norm_affine: whether each batch normalization learns gamma and beta
+            (see `mlp_meta`).
         name: model name.
 
     # Returns
@@ -143,9 +157,10 @@ def mlp_float(
 
     # Raises
         ValueError: in case of invalid `hidden_units`, `input_shape`, `input_tensor`,
-            `num_classes` or `weights`.
+            `num_classes`, `weights` or `batch_norm_affine`.
     """
     hidden_units = check_units(hidden_units, "hidden_units")
+    check_choice(batch_norm_affine, "batch_norm_affine", (True, False))
     input_shape = layers.validate_arguments(
         input_shape=input_shape, input_tensor=input_tensor, num_classes=num_classes
     )
@@ -154,7 +169,10 @@ def mlp_float(
         factory="mlp_float",
         input_shape=input_shape,
         num_classes=num_classes,
-        architecture={"hidden_units": hidden_units},
+        architecture={
+            "hidden_units": hidden_units,
+            "batch_norm_affine": batch_norm_affine,
+        },
     )
     inputs, x = layers.model_input(input_shape, input_tensor)
 
@@ -167,7 +185,7 @@ def mlp_float(
             kernel_initializer=kernel_initializer,
             name=f"dense_{tag}",
         )(x)
-        x = layers.batch_norm(name=f"bn_{tag}")(x)
+        x = layers.batch_norm(name=f"bn_{tag}", affine=batch_norm_affine)(x)
         if tag != "out":
             x = tf.keras.layers.ReLU(name=f"relu_{tag}")(x)
 

@@ -128,6 +128,23 @@ def _percent(value) -> str:
     return "—" if value is None else f"{100 * value:.2f} %"
 
 
+def _sequence_lines(sequence: Optional[Mapping[str, Any]]) -> list:
+    """The accuracy matrix of a model trained on a sequence of tasks, as markdown."""
+    if not sequence:
+        return []
+    tasks = list(sequence["tasks"])
+    lines = [
+        "Test accuracy of every task (columns) after learning each task (rows); "
+        f"{sequence['batch_norm']}:",
+        "",
+        "| after | " + " | ".join(tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+    ]
+    for task, row in zip(tasks, sequence["accuracy_matrix"]):
+        lines.append(f"| {task} | " + " | ".join(_percent(a) for a in row) + " |")
+    return lines + [""]
+
+
 def _markdown_card(card: dict, sizes: dict) -> str:
     results = card["results"]
     lce = results.get("lce") or {}
@@ -178,6 +195,7 @@ def _markdown_card(card: dict, sizes: dict) -> str:
         "|---|---|",
         *(f"| {key} | {value} |" for key, value in rows),
         "",
+        *_sequence_lines(card.get("sequence")),
         "Training command:",
         "",
         "```bash",
