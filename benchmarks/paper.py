@@ -167,6 +167,11 @@ COMPARISONS: Mapping[str, tuple[tuple[str, str, str], ...]] = MappingProxyType(
                 "m2.5-affine",
                 "BatchNorm without gamma and beta (the paper's) against with them",
             ),
+            (
+                "m2.5",
+                "m2.5-chunks",
+                "class-balanced subsets against the reference's random chunks",
+            ),
         ),
         "stream_cifar10": (
             ("m13", "m0", "metaplastic stream against plain stream"),

@@ -4,10 +4,13 @@ For every pretrained model in `saved_models/` (or those named with `--names`), b
 with its factory's `pretrained=True` / `weights=NAME` (sha256-verified), evaluates the
 Keras model on its dataset's whole test split, runs the shipped LCE flatbuffer
 (`model.tflite`) on the same images with LCE's interpreter, and compares both with the
-accuracies the model card states. `--samples N` measures a seeded, class-stratified
-sample of N test images instead (`zoo.datasets.stratified_sample`, `--seed`), never
-the first N. Prints a markdown table and writes JSON to
-`benchmarks/results/pretrained-<UTC time>.json`.
+accuracies the model card states. A model trained on permuted tasks is measured on
+its last task's permuted test images, rebuilt from the card's permutation seed.
+`--samples N` measures a seeded, class-stratified sample of N test images instead
+(`zoo.datasets.stratified_sample`, `--seed`), never the first N. Prints a markdown
+table and writes JSON to `benchmarks/results/pretrained.json` with, per model, what
+its card says of its training and data, and its files' sizes; the README's table of
+pretrained models is generated from that file (`tools/readme_tables.py`).
 
     python benchmarks/pretrained.py --data-dir ../shared/data
     python benchmarks/pretrained.py --names mlp_meta_fashion_mnist_stream --samples 1000
@@ -28,10 +31,56 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
+from training.protocols import permuted_tasks  # noqa: E402
 from zoo import export, pretrained  # noqa: E402
 from zoo.datasets import load_dataset, sample_description  # noqa: E402
+from zoo.model_directory import FLATBUFFER, SAVED_MODEL  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+RESULTS_FILE = RESULTS_DIR / "pretrained.json"
+
+
+def _bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_images(card: dict, data) -> tuple:
+    """The test images and labels a pretrained model is measured on: its dataset's, or
+    for permuted tasks its last task's permuted ones (from the card's seed)."""
+    protocol = card.get("protocol") or {}
+    if "permutations" not in protocol:
+        return data.x_test, data.y_test
+    tasks = permuted_tasks(
+        data, num_tasks=protocol["tasks"], seed=protocol["permutations"]["seed"]
+    )
+    return tasks[-1].test_images(), tasks[-1].y_test
+
+
+def card_summary(card: dict) -> dict:
+    """What the README's table says of a model's training, from its card."""
+    protocol = card.get("protocol") or {}
+    hyper = card.get("hyperparameters") or {}
+    data = card.get("data") or {}
+    return {
+        "dataset": card["dataset"],
+        "data_note": data.get("note"),
+        "protocol": protocol.get("name"),
+        "tasks": protocol.get("tasks"),
+        "epochs_per_task": protocol.get("epochs_per_task"),
+        "evaluated_task": protocol.get("evaluated_task"),
+        "epochs": card.get("epochs"),
+        "meta": hyper.get("meta"),
+        "learning_rate": hyper.get("learning_rate"),
+        "batch_size": hyper.get("batch_size"),
+        "augment": hyper.get("augment"),
+        "precision": hyper.get("precision", "float32"),
+        "runs": len(str(card.get("command", "")).splitlines()),
+        "wall_time_s": card.get("wall_time_s"),
+        "kwargs": card.get("kwargs"),
+    }
 
 
 def measure(
@@ -51,18 +100,20 @@ def measure(
         call = f"zoo.{entry.factory}(weights={name!r})"
         model = spec.factory(**entry.kwargs, weights=name)
     data = load_dataset(card["dataset"], data_dir=data_dir)
+    x_test, y_test = test_images(card, data)
     started = time.perf_counter()
     result = export.verify_lce(
         (directory / pretrained.FLATBUFFER).read_bytes(),
         model,
-        data.x_test,
-        data.y_test,
+        x_test,
+        y_test,
         samples=samples,
         seed=seed,
     )
     return {
         "name": name,
         "factory": call,
+        "default": spec.default_pretrained == name,
         "dataset": card["dataset"],
         "samples": result["samples"],
         "total": result["total"],
@@ -74,6 +125,12 @@ def measure(
         "card_keras_accuracy": card["results"]["keras_test_accuracy"],
         "card_lce_accuracy": (card["results"].get("lce") or {}).get("test_accuracy"),
         "seconds": round(time.perf_counter() - started, 1),
+        "card": card_summary(card),
+        "bytes": {
+            "saved_model": _bytes(directory / SAVED_MODEL),
+            "flatbuffer": _bytes(directory / FLATBUFFER),
+            "directory": _bytes(directory),
+        },
     }
 
 
@@ -87,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         help="test images, a class-stratified sample (default: all)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of that sample")
+    parser.add_argument(
+        "--output", help=f"results file (default: {RESULTS_FILE.relative_to(ROOT)})"
+    )
     args = parser.parse_args(argv)
     names = args.names or [
         name
@@ -122,9 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("\n".join(lines))
     RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"pretrained-{stamp}.json"
-    path.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    record = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/pretrained.py " + " ".join(argv or sys.argv[1:]),
+        "rows": rows,
+    }
+    path = Path(args.output) if args.output else RESULTS_FILE
+    path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"Wrote {path}")
     return 0
 

@@ -120,3 +120,11 @@ def test_batch_norm_affine_options():
     assert parsed("stream", "--bn-affine").batch_norm_affine is True
     assert parsed("permuted").batch_norm_affine is True
     assert parsed("permuted", "--no-bn-affine").batch_norm_affine is False
+
+
+def test_stream_split_option(capsys):
+    assert parsed("stream").stream_split == "balanced"
+    assert parsed("stream", "--stream-split", "chunks").stream_split == "chunks"
+    with pytest.raises(SystemExit):  # streams only
+        parsed("permuted", "--stream-split", "chunks")
+    assert "--stream-split" in capsys.readouterr().err

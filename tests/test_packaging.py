@@ -1,6 +1,8 @@
 """Tests for training/packaging.py and `python -m training package` on tiny IDX data."""
 
+import gzip
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import pytest
 import zoo
 from training.cli import main
 from zoo import pretrained
+from zoo.datasets import load_dataset, read_idx
 
 
 def train_tiny(tmp_path, data_dir):
@@ -48,6 +51,18 @@ def test_packaged_run_scores_what_the_run_reported(tmp_path, tiny_data_dir, caps
     lce = card["results"]["lce"]
     assert lce["agreement"] == 1.0 and lce["test_accuracy"] == pytest.approx(keras)
     assert set(card["files"]) >= {"model.tflite", "README.md"}
+    # What a user needs to feed the model, read its outputs and train it further.
+    usage = card["usage"]
+    names = load_dataset("fashion_mnist", data_dir=tiny_data_dir).class_names
+    assert usage["class_names"] == list(names[:4])  # the tiny data's 4 classes
+    assert "logits" in usage["output"] and "[8, 8, 1]" in usage["input"]
+    assert "uncompiled" in usage["continue_training"]
+    assert card["data"] == {
+        "source": "fashion-mnist",
+        "format": "IDX",
+        "test_images": 80,
+        "note": None,
+    }
 
     with pretrained.pretrained_scope():
         zoo.register_pretrained(
@@ -61,6 +76,18 @@ def test_packaged_run_scores_what_the_run_reported(tmp_path, tiny_data_dir, caps
     assert "tiny_fmnist" not in zoo.pretrained_models()
     images = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
     np.testing.assert_allclose(model(images), reloaded(images), atol=1e-5)
+    # Per-class accuracy, against NumPy on the shipped model's predictions.
+    test = load_dataset("fashion_mnist", data_dir=tiny_data_dir)
+    predicted = reloaded.predict(test.x_test, verbose=0).argmax(-1)
+    expected = {
+        name: np.mean(predicted[test.y_test == c] == c)
+        for c, name in enumerate(test.class_names)
+        if np.any(test.y_test == c)
+    }
+    per_class = card["results"]["per_class_accuracy"]
+    assert list(per_class) == list(expected)
+    np.testing.assert_allclose(list(per_class.values()), list(expected.values()))
+    assert np.mean(predicted == test.y_test) == pytest.approx(keras)
 
 
 def test_package_refuses_unfinished_runs_and_unknown_commands(
@@ -139,3 +166,50 @@ def test_a_permuted_sequence_is_packaged_with_its_matrix_and_permutations(
     readme = (out / "tiny_pmnist" / "README.md").read_text()
     first_row = " | ".join(f"{100 * a:.2f} %" for a in summary["accuracy_matrix"][0])
     assert f"| task_1 | {first_row} |" in readme
+
+
+def test_an_older_card_is_brought_up_to_date_without_touching_the_model(
+    tmp_path, tiny_data_dir, capsys
+):
+    run_dir, argv = train_tiny(tmp_path, tiny_data_dir)
+    out = tmp_path / "models"
+    assert main(["package", str(run_dir), "--name", "tiny", "--output-dir",
+                 str(out)]) == 0  # fmt: skip
+    directory = out / "tiny"
+    today = json.loads((directory / "model_card.json").read_text())
+    # A card written before cards held usage, data and per-class accuracies: strip
+    # them and seal it again, as the cards of that time were.
+    old = json.loads(json.dumps(today))
+    for key in ("usage", "data"):
+        old.pop(key)
+    old["results"].pop("per_class_accuracy")
+    (directory / "model_card.json").write_text(json.dumps(old))
+    zoo.publishing.reseal_pretrained(directory)
+    model_files = {
+        rel: (directory / rel).read_bytes()
+        for rel in old["files"]
+        if rel != "README.md"
+    }
+
+    code = main(["package", str(directory), "--data-dir", str(tiny_data_dir)])
+    assert code == 0 and f"Wrote {directory}" in capsys.readouterr().out
+    card = zoo.model_directory.verify_pretrained(directory)
+    for key in ("usage", "data", "results", "command", "epochs", "budget", "kwargs"):
+        assert card[key] == today[key], key
+    assert {rel: (directory / rel).read_bytes() for rel in model_files} == model_files
+    assert "Keras test accuracy per class" in (directory / "README.md").read_text()
+
+    # Another copy of the data gives another accuracy: refused, in one line, and the
+    # directory stays valid.
+    assert card["results"]["keras_test_accuracy"] > 0.5
+    other = tmp_path / "other-data"
+    shutil.copytree(tiny_data_dir / "fashion-mnist", other / "fashion-mnist")
+    labels = other / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
+    rotated = (read_idx(labels) + 1) % 4  # the tiny data's 4 classes, all relabelled
+    with gzip.open(labels, "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + len(rotated).to_bytes(4, "big"))
+        f.write(rotated.astype(np.uint8).tobytes())
+    assert main(["package", str(directory), "--data-dir", str(other)]) == 2
+    error = capsys.readouterr().err
+    assert "another copy of the dataset" in error and error.count("\n") == 1
+    assert zoo.model_directory.verify_pretrained(directory) == card

@@ -96,6 +96,13 @@ def test_a_stream_network_normalizes_without_gamma_and_beta(tmp_path, tiny_data_
     # A config.json written before the field existed: the network it trained.
     old = {k: v for k, v in config.to_json().items() if k != "batch_norm_affine"}
     assert RunConfig.from_json(old).batch_norm_affine is True
+    # Subsets: class-balanced unless asked for the reference's random chunks; a
+    # config.json written before the option existed was balanced.
+    assert config.stream_split == "balanced"
+    old = {k: v for k, v in config.to_json().items() if k != "stream_split"}
+    assert RunConfig.from_json(old).stream_split == "balanced"
+    with pytest.raises(ValueError, match="stream_split"):
+        RunConfig(protocol="stream", stream_split="random")
 
     run(config, verbose=0)
     model = restore_run(config.run_dir).model

@@ -46,6 +46,9 @@ def test_permuted_tasks_apply_their_permutation_without_copying():
     )
     np.testing.assert_array_equal(x, expected)
     np.testing.assert_array_equal(y, d.y_test)
+    # The same images as NumPy arrays, for evaluations outside tf.data.
+    np.testing.assert_array_equal(tasks[2].test_images(), x)
+    assert tasks[0].test_images() is d.x_test
 
 
 def test_training_order_depends_only_on_seed():
@@ -74,6 +77,39 @@ def test_stream_subsets_are_class_balanced_and_disjoint():
     for bad in (0, 2.0, True):
         with pytest.raises(ValueError, match="num_subsets must be a positive integer"):
             stream_subsets(d, num_subsets=bad)
+
+
+def test_stream_chunks_are_the_reference_split():
+    # The reference: one random permutation of the training set cut into consecutive
+    # chunks, so class counts vary from subset to subset.
+    d = dataset(n_train=100, classes=3)
+    subsets = stream_subsets(d, num_subsets=3, seed=5, split="chunks")
+    assert [s.name for s in subsets] == ["subset_1", "subset_2", "subset_3"]
+    flat = d.x_train.reshape(100, -1)
+    rows = [  # which training images each subset holds
+        np.flatnonzero(
+            (flat[:, None] == s.x_train.reshape(len(s.x_train), -1)[None])
+            .all(-1)
+            .any(1)
+        )
+        for s in subsets
+    ]
+    expected = np.random.default_rng(5).permutation(100)[:99].reshape(3, 33)
+    for got, want, subset in zip(rows, expected, subsets):
+        np.testing.assert_array_equal(got, np.sort(want))
+        np.testing.assert_array_equal(subset.y_train, d.y_train[np.sort(want)])
+        assert subset.x_test is d.x_test
+    counts = [np.bincount(s.y_train, minlength=3) for s in subsets]
+    assert len({tuple(c) for c in counts}) > 1  # not balanced
+    again = stream_subsets(d, num_subsets=3, seed=5, split="chunks")
+    np.testing.assert_array_equal(again[1].x_train, subsets[1].x_train)
+    # The default split is unchanged by the option's existence.
+    balanced = stream_subsets(d, num_subsets=3, seed=5)
+    assert all(np.all(np.bincount(s.y_train) == 11) for s in balanced)
+    with pytest.raises(ValueError, match="split"):
+        stream_subsets(d, num_subsets=3, split="random")
+    with pytest.raises(ValueError, match="fewer than num_subsets"):
+        stream_subsets(d, num_subsets=101, split="chunks")
 
 
 def test_dataset_sequence_checks_shapes():

@@ -120,3 +120,66 @@ def test_sections_register_by_name():
         assert readme_tables.render("probe_table") == "| x |"
     finally:
         del readme_tables.SECTIONS["probe_table"]
+
+
+def test_pretrained_table_says_how_each_model_was_trained_and_measured():
+    card = {
+        "dataset": "mnist",
+        "data_note": None,
+        "protocol": "permuted",
+        "tasks": 6,
+        "epochs_per_task": 40,
+        "evaluated_task": "task_6",
+        "epochs": 240,
+        "meta": 1.35,
+        "learning_rate": 0.005,
+        "batch_size": 100,
+        "augment": None,
+        "precision": "bf16",
+        "runs": 1,
+        "wall_time_s": 36000.0,
+        "kwargs": {"hidden_units": [4096, 4096]},
+    }
+    row = {
+        "name": "mlp_meta_pmnist",
+        "factory": "zoo.mlp_meta(weights='mlp_meta_pmnist')",
+        "default": False,
+        "samples": 1000,
+        "total": 10000,
+        "keras_accuracy": 0.9712,
+        "lce_accuracy": 0.9712,
+        "argmax_agreement": 1.0,
+        "card": card,
+        "bytes": {"saved_model": 226_000_000, "flatbuffer": 2_600_000},
+    }
+    cifar = {
+        **row,
+        "name": "vgg",
+        "factory": "zoo.vgg16_meta(pretrained=True)",
+        "default": True,
+        "samples": 10000,
+        "card": {
+            **card,
+            "dataset": "cifar10",
+            "protocol": "sequence",
+            "runs": 2,
+            "epochs": 200,
+            "data_note": "the cifar10 images of x.tar.gz are a JPEG quality 75 copy",
+            "kwargs": {},
+        },
+    }
+    record = {"date": "2026-12-03T00:00:00+00:00", "command": "c", "rows": [row, cifar]}
+    lines = readme_tables.render_pretrained(record).splitlines()
+    assert lines[2] == (
+        "| `zoo.mlp_meta(weights='mlp_meta_pmnist')`, 4096-4096 | 6 permuted mnist "
+        "tasks × 40 epochs (measured on task_6), m = 1.35, lr 0.005, batch 100, bf16; "
+        "10.0 h wall time | 97.12 % (1,000 of 10,000 test images) | 97.12 % "
+        "(100.00 %) | 226.0 MB, 2.6 MB |"
+    )
+    assert lines[3].startswith("| `zoo.vgg16_meta(pretrained=True)`: `vgg` | cifar10, "
+                               "200 epochs in 2 runs")  # fmt: skip
+    assert "| 97.12 % |" in lines[3]  # the whole test split: no count
+    assert lines[-1].endswith(
+        "Note: The cifar10 images of x.tar.gz are a JPEG quality 75 copy."
+    )
+    assert "Not measured yet" in readme_tables.render_pretrained(None)

@@ -37,6 +37,7 @@ from typing import Any
 
 __all__ = [
     "PAPER_RESULTS",
+    "PRETRAINED_RESULTS",
     "README",
     "ROOT",
     "SECTIONS",
@@ -45,6 +46,7 @@ __all__ = [
     "markers",
     "read_section",
     "render",
+    "render_pretrained",
     "render_reproduction",
     "render_tuning",
     "replace_section",
@@ -515,3 +517,114 @@ def render_tuning(record: Mapping[str, Any] | None) -> str:
 def _tuning(root: Path) -> str:
     path = Path(root) / TUNING_RESULTS
     return render_tuning(json.loads(path.read_text()) if path.exists() else None)
+
+
+# The pretrained models (`benchmarks/pretrained.py`).
+
+# Where `benchmarks/pretrained.py` writes its results.
+PRETRAINED_RESULTS = Path("benchmarks") / "results" / "pretrained.json"
+
+
+def _megabytes(count: int | None) -> str:
+    return "—" if not count else f"{count / 1e6:.1f} MB"
+
+
+def _training(card: Mapping[str, Any]) -> str:
+    """`"fashion_mnist as a stream of 60 subsets × 20 epochs, m = 2.5, ..."`."""
+    dataset, protocol = card["dataset"], card.get("protocol")
+    if protocol == "stream":
+        what = (
+            f"{dataset} as a stream of {card['tasks']} subsets × "
+            f"{card['epochs_per_task']} epochs"
+        )
+    elif protocol == "permuted":
+        what = (
+            f"{card['tasks']} permuted {dataset} tasks × {card['epochs_per_task']} "
+            f"epochs (measured on {card.get('evaluated_task')})"
+        )
+    else:
+        what = f"{dataset}, {card['epochs']} epochs"
+        if card.get("runs", 1) > 1:
+            what += f" in {card['runs']} runs (the last one's lr)"
+    parts = [
+        what,
+        f"m = {card['meta']:g}",
+        f"lr {card['learning_rate']:g}",
+        f"batch {card['batch_size']}",
+    ]
+    if card.get("augment"):
+        parts.append(f"augment {card['augment']}")
+    parts.append(card.get("precision") or "float32")
+    return ", ".join(parts) + f"; {_duration(card.get('wall_time_s'))} wall time"
+
+
+def render_pretrained(record: Mapping[str, Any] | None) -> str:
+    """The README's table of pretrained models: how each was trained (from its card),
+    its Keras and LCE test accuracy as measured by `benchmarks/pretrained.py`, its size.
+
+    # Arguments
+        record: the results file of `benchmarks/pretrained.py`, or `None` when absent.
+
+    # Returns
+        Markdown.
+    """
+    if not record or not record.get("rows"):
+        return (
+            "Not measured yet: `python benchmarks/pretrained.py --data-dir "
+            "../shared/data` writes `benchmarks/results/pretrained.json`."
+        )
+    lines = [
+        _row(
+            [
+                "pretrained model",
+                "trained",
+                "Keras test accuracy",
+                "LCE test accuracy (agreement)",
+                "size: SavedModel, LCE flatbuffer",
+            ]
+        ),
+        _row(["---"] * 5),
+    ]
+    notes = []
+    for row in record["rows"]:
+        card = row["card"]
+        hidden = (card.get("kwargs") or {}).get("hidden_units")
+        name = f"`{row['factory']}`"
+        if row["default"]:  # `zoo.mlp_meta(pretrained=True)`: its name too
+            name += f": `{row['name']}`"
+        if hidden:
+            name += f", {'-'.join(map(str, hidden))}"
+        images = (
+            ""
+            if row["samples"] == row["total"]
+            else f" ({row['samples']:,} of {row['total']:,} test images)"
+        )
+        sizes = row["bytes"]
+        lines.append(
+            _row(
+                [
+                    name,
+                    _training(card),
+                    f"{_percent(row['keras_accuracy'], 2)} %{images}",
+                    f"{_percent(row['lce_accuracy'], 2)} % "
+                    f"({_percent(row['argmax_agreement'], 2)} %)",
+                    f"{_megabytes(sizes['saved_model'])}, "
+                    f"{_megabytes(sizes['flatbuffer'])}",
+                ]
+            )
+        )
+        if card.get("data_note") and card["data_note"] not in notes:
+            notes.append(card["data_note"])
+    lines += [
+        "",
+        f"Measured with `{record['command']}` ({record['date'][:10]}) on the whole "
+        "test split unless a row says otherwise."
+        + "".join(f" Note: {note[0].upper()}{note[1:]}." for note in notes),
+    ]
+    return "\n".join(lines)
+
+
+@section("pretrained")
+def _pretrained(root: Path) -> str:
+    path = Path(root) / PRETRAINED_RESULTS
+    return render_pretrained(json.loads(path.read_text()) if path.exists() else None)

@@ -103,7 +103,12 @@ def build_tasks(config: RunConfig) -> tuple[list[Task], list[Task]]:
     elif config.protocol == "sequence":
         tasks = eval_tasks = dataset_sequence(data)
     else:
-        tasks = stream_subsets(data[0], num_subsets=config.num_tasks, seed=config.seed)
+        tasks = stream_subsets(
+            data[0],
+            num_subsets=config.num_tasks,
+            seed=config.seed,
+            split=config.stream_split,
+        )
         d = data[0]
         eval_tasks = [Task("test", d.x_train[:0], d.y_train[:0], d.x_test, d.y_test)]
     if config.joint:

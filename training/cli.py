@@ -9,7 +9,8 @@ another process, a NaN loss) are one line on standard error and exit code 2; war
 (a damaged checkpoint skipped, a diverging run) one `warning:` line each.
 `paper EXPERIMENT RUN [--scale quick]` runs one run of one of the paper's experiments
 (`training.paper`). `package RUN_DIR --name NAME` turns a finished run into a pretrained
-model (`training.packaging.package_run`).
+model (`training.packaging.package_run`); `package saved_models/NAME` brings a
+pretrained model's card up to date (`training.packaging.refresh_pretrained`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from training.config import (
     PRESETS,
     RunConfig,
 )
-from training.packaging import package_run
+from training.packaging import package_run, refresh_pretrained
+from training.protocols import STREAM_SPLITS
 from training.rundir import RunDirectory
 from training.runner import RunWarning, run
 from zoo import registry
@@ -56,7 +58,7 @@ _FIELDS = (
     "baseline", "baseline_on", "ewc_lambda", "fisher_samples", "si_c", "si_xi",
     "batch_norm", "recalibrate_bn", "evaluate", "seed", "initial_weights", "data_dir",
     "precision", "weight_decay", "lr_schedule", "optimizer_per_task",
-    "batch_norm_affine",
+    "batch_norm_affine", "stream_split",
 )  # fmt: skip
 _PAPER = PRESETS[("permuted", "mnist")]
 
@@ -98,6 +100,14 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         help="constant (the paper's) or cosine: decays the learning rate to 0 over "
         "each optimizer's lifetime (a task, or the run with --shared-optimizer)",
     )
+    if command == "stream":
+        p.add_argument(
+            "--stream-split",
+            choices=STREAM_SPLITS,
+            help="balanced (default): every subset holds as many images of each "
+            "class; chunks: consecutive chunks of one seeded random permutation, as "
+            "the reference code",
+        )
     p.add_argument(
         "--model",
         choices=registry.model_names(),
@@ -291,8 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_paper_command(commands)
     help_text = "package a finished run as a pretrained model (SavedModel, LCE, card)"
     p = commands.add_parser("package", help=help_text, description=help_text)
-    p.add_argument("run_dir", help="a finished run directory")
-    p.add_argument("--name", required=True, help="pretrained model name")
+    p.add_argument(
+        "run_dir",
+        help="a finished run directory, or a pretrained model directory whose card "
+        "to bring up to date (usage, data, per-class accuracy; model files unchanged)",
+    )
+    p.add_argument("--name", help="pretrained model name (required for a run)")
     p.add_argument(
         "--output-dir",
         default="saved_models",
@@ -437,23 +451,32 @@ def _strategy(name: str) -> tf.distribute.Strategy | None:
 
 
 def _package(args: argparse.Namespace) -> int:
+    pretrained_dir = (Path(args.run_dir) / "model_card.json").is_file()
+    if not pretrained_dir and not args.name:
+        print("error: --name is required to package a run directory", file=sys.stderr)
+        return 2
     try:
-        card = package_run(
-            args.run_dir,
-            name=args.name,
-            directory=args.output_dir,
-            command=args.training_command,
-            budget=args.budget,
-            data_dir=args.data_dir,
-            lce_samples=args.lce_samples,
-            overwrite=args.overwrite,
-        )
+        if pretrained_dir:
+            card = refresh_pretrained(args.run_dir, data_dir=args.data_dir)
+            written = Path(args.run_dir)
+        else:
+            card = package_run(
+                args.run_dir,
+                name=args.name,
+                directory=args.output_dir,
+                command=args.training_command,
+                budget=args.budget,
+                data_dir=args.data_dir,
+                lce_samples=args.lce_samples,
+                overwrite=args.overwrite,
+            )
+            written = Path(args.output_dir) / args.name
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     results = card["results"]
     lce = results.get("lce") or {}
-    print(f"Wrote {Path(args.output_dir) / args.name}")
+    print(f"Wrote {written}")
     print(f"Keras test accuracy: {100 * results['keras_test_accuracy']:.2f}%")
     if "test_accuracy" in lce:
         print(

@@ -30,6 +30,7 @@ from typing import Any
 
 import zoo  # noqa: F401  (the zoo's models join the registry on import)
 from training import baselines, data
+from training.protocols import STREAM_SPLITS
 from zoo import registry
 from zoo.datasets import canonical_name
 from zoo.precision import DEFAULT_PRECISION, check_precision
@@ -86,6 +87,7 @@ _LEGACY_VALUES = MappingProxyType(
         baseline_on="latent",
         precision="float32",
         batch_norm_affine=True,
+        stream_split="balanced",
     )
 )
 
@@ -233,6 +235,10 @@ class RunConfig:
             optimizer for the whole run, as in the paper's streams. `None` (default)
             picks the paper's choice for the protocol: `False` for `"stream"`, else
             `True`.
+        stream_split: how a stream's subsets are cut from the training set
+            (`training.protocols.stream_subsets`): `"balanced"` (default), the same
+            number of images of every class in each subset; `"chunks"`, consecutive
+            chunks of one seeded random permutation, as the reference code.
         batch_norm_affine: whether the BatchNorm layers learn a scale gamma and an
             offset beta, for the models whose factory takes `batch_norm_affine`
             (`mlp_meta`, `mlp_float`). `None` (default) picks the paper's choice:
@@ -293,6 +299,7 @@ class RunConfig:
     lr_schedule: str = "constant"
     optimizer_per_task: bool | None = None
     batch_norm_affine: bool | None = None
+    stream_split: str = "balanced"
     batch_norm: str = "task"
     recalibrate_bn: int = 0
     augment: str | None = None
@@ -342,6 +349,7 @@ class RunConfig:
                 "(its BatchNorm layers always learn gamma and beta); leave it unset."
             )
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        check_choice(self.stream_split, "stream_split", STREAM_SPLITS)
         check_choice(self.batch_norm, "batch_norm", BATCH_NORM)
         check_choice(self.evaluate, "evaluate", EVALUATE)
         check_choice(self.augment, "augment", AUGMENTATIONS)

@@ -4,7 +4,9 @@
 writes `saved_models/<name>/` with `zoo.publishing.package_pretrained`: the SavedModel
 (latent weights), the Larq Compute Engine flatbuffer and a model card that says how the
 model was trained (dataset, protocol, hyperparameters, the exact command, epochs, wall
-time, compute budget) and what it scores (Keras and LCE accuracy on the run's test split).
+time, compute budget), which copy of the data it was measured on (format, JPEG quality:
+`zoo.datasets.provenance`) and what it scores (Keras and LCE accuracy on the run's test
+split, Keras accuracy per class).
 A run trained in bf16 (`zoo.precision`) is packaged as its float32 twin (same weights),
 so that the pretrained model loads anywhere; its card's hyperparameters say `precision`.
 A run over tasks learned one after another is measured on its last task (permuted
@@ -26,6 +28,8 @@ from typing import Optional
 from training.assembly import restore_run
 from training.rundir import RunDirectory
 from zoo import registry
+from zoo.datasets import load_dataset
+from zoo.datasets.provenance import encoding_note, image_encoding
 from zoo.precision import as_float32
 
 PROTOCOLS = {
@@ -99,12 +103,7 @@ def package_run(
     restored = restore_run(run_dir, data_dir=data_dir)
     config, model, eval_tasks = restored.config, restored.model, restored.eval_tasks
     test = eval_tasks[-1]
-    x_test = test.x_test
-    if test.permutation is not None:
-        # The last task's images, as the model learned them.
-        n, height, width, channels = x_test.shape
-        x_test = x_test.reshape(n, height * width, channels)[:, test.permutation]
-        x_test = x_test.reshape(n, height, width, channels)
+    x_test = test.test_images()  # the last task's, as the model learned them
     kwargs = {
         "input_shape": tuple(test.x_test.shape[1:]),
         "num_classes": int(model.output_shape[-1]),
@@ -113,10 +112,17 @@ def package_run(
         kwargs["hidden_units"] = tuple(config.hidden_units)
     if registry.get_model(config.model).takes("batch_norm_affine"):
         kwargs["batch_norm_affine"] = config.batch_norm_affine
+    dataset = load_dataset(config.datasets[0], data_dir=config.data_dir)
+    encoding = image_encoding(dataset)
     card = {
         "factory": config.model,
         "kwargs": architecture(config.model, kwargs),
         "dataset": config.datasets[0],
+        "data": {
+            **encoding,
+            "test_images": int(len(x_test)),
+            "note": encoding_note(config.datasets[0], encoding),
+        },
         "protocol": {
             "name": config.protocol,
             "description": PROTOCOLS.get(config.protocol, config.protocol),
@@ -169,5 +175,55 @@ def package_run(
         directory=directory,
         verify_data=(x_test, test.y_test),
         lce_samples=lce_samples,
+        class_names=dataset.class_names[: kwargs["num_classes"]],  # labels 0..n-1
         overwrite=overwrite,
+    )
+
+
+def refresh_pretrained(
+    directory: str | os.PathLike,
+    *,
+    data_dir: Optional[str | os.PathLike] = None,
+) -> dict:
+    """Brings a pretrained model directory's card up to what cards say now.
+
+    For directories written before cards held `usage` (input, outputs, class names,
+    how to train further), `data` (which copy of the dataset, its encoding) and the
+    per-class accuracy: the model is measured again on its dataset's test split (the
+    Keras accuracy must come out as the card recorded) and the card is written again
+    by `zoo.publishing.refresh_card`; the model files are left as they are.
+
+    # Arguments
+        directory: a pretrained model directory (`saved_models/<name>`).
+        data_dir: where the datasets are; default `$METAPLASTIC_DATA_DIR`.
+
+    # Returns
+        The new model card.
+
+    # Raises
+        ValueError: if the directory fails verification, the model was measured on
+            permuted images (package its run directory again instead), or its
+            accuracy differs from the card's.
+    """
+    from zoo.model_directory import read_card
+    from zoo.publishing import refresh_card
+
+    card = read_card(directory)  # refresh_card verifies everything
+    if "permutations" in (card.get("protocol") or {}):
+        raise ValueError(
+            f"{directory} was measured on permuted images; package its run directory "
+            "again instead (python -m training package RUN_DIR --name ...)"
+        )
+    dataset = load_dataset(card["dataset"], data_dir=data_dir)
+    encoding = image_encoding(dataset)
+    num_classes = (card.get("kwargs") or {}).get("num_classes", dataset.num_classes)
+    return refresh_card(
+        directory,
+        verify_data=(dataset.x_test, dataset.y_test),
+        class_names=dataset.class_names[:num_classes],
+        data={
+            **encoding,
+            "test_images": int(len(dataset.x_test)),
+            "note": encoding_note(card["dataset"], encoding),
+        },
     )

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from training.data import make_pipeline, permutation_transform, random_permutation
 from zoo.datasets import ImageDataset
-from zoo.validation import check_positive_int
+from zoo.validation import check_choice, check_positive_int
 
 __all__ = ["Task", "permuted_tasks", "dataset_sequence", "stream_subsets", "joint_task"]
 
@@ -62,6 +62,18 @@ class Task:
             if self.members
             else len(self.y_train)
         )
+
+    def test_images(self) -> np.ndarray:
+        """The test images as the model sees them: permuted, if this task permutes.
+
+        # Returns
+            A float32 array shaped as `x_test`.
+        """
+        if self.permutation is None:
+            return self.x_test
+        n, height, width, channels = self.x_test.shape
+        flat = self.x_test.reshape(n, height * width, channels)[:, self.permutation]
+        return flat.reshape(self.x_test.shape)
 
     def _transform(self):
         return (
@@ -189,19 +201,26 @@ def dataset_sequence(datasets: Sequence[ImageDataset]) -> list[Task]:
     ]
 
 
-def stream_subsets(
-    dataset: ImageDataset, *, num_subsets: int, seed: int = 0
-) -> list[Task]:
-    """Splits the training set into class-balanced subsets, learned one after another.
+STREAM_SPLITS = ("balanced", "chunks")
 
-    Every subset holds the same number of samples of each class: `n // num_subsets`,
-    with `n` the size of the rarest class (the rest is dropped); all subsets share the
-    full test set. Fashion-MNIST in 60 subsets: 1,000 images, 100 per class.
+
+def stream_subsets(
+    dataset: ImageDataset, *, num_subsets: int, seed: int = 0, split: str = "balanced"
+) -> list[Task]:
+    """Splits the training set into subsets learned one after another.
+
+    `split="balanced"`: every subset holds the same number of samples of each class,
+    `n // num_subsets` with `n` the size of the rarest class (the rest is dropped);
+    Fashion-MNIST in 60 subsets: 1,000 images, 100 per class. `split="chunks"`: one
+    seeded random permutation of the training set cut into `num_subsets` consecutive
+    chunks of `N // num_subsets` images (the reference code's split; class counts vary
+    from subset to subset). All subsets share the full test set.
 
     # Arguments
         dataset: the dataset to stream (e.g. Fashion-MNIST, 60 subsets in the paper).
         num_subsets: number of subsets.
         seed: seed of the split.
+        split: `"balanced"` or `"chunks"`.
 
     # Returns
         A list of `Task`s named `subset_1` ... `subset_K`.
@@ -210,7 +229,17 @@ def stream_subsets(
         ValueError: if `num_subsets` is not positive or exceeds a class's sample count.
     """
     check_positive_int(num_subsets, "num_subsets")
+    check_choice(split, "split", STREAM_SPLITS)
     rng = np.random.default_rng(seed)
+    if split == "chunks":
+        size = len(dataset.y_train) // num_subsets
+        if size == 0:
+            raise ValueError(
+                f"{dataset.name} has {len(dataset.y_train)} training samples, fewer "
+                f"than num_subsets={num_subsets}."
+            )
+        order = rng.permutation(len(dataset.y_train))[: size * num_subsets]
+        return _subsets(dataset, np.sort(order.reshape(num_subsets, size), axis=1))
     by_class = [
         np.flatnonzero(dataset.y_train == c) for c in np.unique(dataset.y_train)
     ]
@@ -225,19 +254,27 @@ def stream_subsets(
         rng.permutation(i)[: per_subset * num_subsets].reshape(num_subsets, -1)
         for i in by_class
     ]
-    tasks = []
-    for k in range(num_subsets):
-        indices = np.sort(np.concatenate([chunks[k] for chunks in per_class]))
-        tasks.append(
-            Task(
-                f"subset_{k + 1}",
-                dataset.x_train[indices],
-                dataset.y_train[indices],
-                dataset.x_test,
-                dataset.y_test,
-            )
+    return _subsets(
+        dataset,
+        [
+            np.sort(np.concatenate([chunks[k] for chunks in per_class]))
+            for k in range(num_subsets)
+        ],
+    )
+
+
+def _subsets(dataset: ImageDataset, indices: Sequence[np.ndarray]) -> list[Task]:
+    """One task per row of training indices, all with the full test set."""
+    return [
+        Task(
+            f"subset_{k + 1}",
+            dataset.x_train[rows],
+            dataset.y_train[rows],
+            dataset.x_test,
+            dataset.y_test,
         )
-    return tasks
+        for k, rows in enumerate(indices)
+    ]
 
 
 def joint_task(tasks: Sequence[Task], name: str = "joint") -> Task:

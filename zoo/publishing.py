@@ -6,7 +6,9 @@ model card in JSON and markdown, every file listed with its sha256.
 `archive_pretrained` turns a registered, verified model into a reproducible `.tar.gz`
 to host; `zoo.register_pretrained` then makes its URL loadable by name.
 `reseal_pretrained` adds its own sha256 to the card of a directory written before cards
-recorded one, after checking every file it lists.
+recorded one, after checking every file it lists; `refresh_card` adds what cards hold
+now (usage, data, per-class accuracy) to an older card, leaving the model files as
+they are.
 
 ```python
 import zoo
@@ -25,7 +27,7 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import larq as lq
 import numpy as np
@@ -51,8 +53,10 @@ from zoo.saved_model import quiet_tensorflow
 __all__ = [
     "LCE_SAMPLE_SEED",
     "REQUIRED_CARD_KEYS",
+    "WRITTEN_CARD_KEYS",
     "archive_pretrained",
     "package_pretrained",
+    "refresh_card",
     "reseal_pretrained",
 ]
 
@@ -67,7 +71,15 @@ REQUIRED_CARD_KEYS = (
     "budget",
 )
 # Keys `package_pretrained` writes itself.
-_WRITTEN_CARD_KEYS = ("name", "results", "software", "created", "files", CARD_SHA256)
+WRITTEN_CARD_KEYS = (
+    "name",
+    "usage",
+    "results",
+    "software",
+    "created",
+    "files",
+    CARD_SHA256,
+)
 # Seed of the class-stratified test images the flatbuffer is checked on (`lce_samples`).
 LCE_SAMPLE_SEED = 0
 
@@ -99,6 +111,14 @@ def _check_verify_data(verify_data, model: tf.keras.Model) -> tuple:
     return x, y
 
 
+def _check_class_names(class_names, model: tf.keras.Model) -> None:
+    if class_names is not None and len(class_names) != model.output_shape[-1]:
+        raise ValueError(
+            f"{len(class_names)} class_names for a model with "
+            f"{model.output_shape[-1]} outputs; pass one name per output"
+        )
+
+
 def _lce_version() -> Optional[str]:
     try:
         from importlib.metadata import version
@@ -126,6 +146,47 @@ def _lce_results(model, flatbuffer: bytes, x, y, samples: Optional[int]) -> dict
 
 def _percent(value) -> str:
     return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def _usage(model: tf.keras.Model, class_names, verify_data) -> dict:
+    """What a user must know to feed the model and train it further."""
+    shape = list(model.input_shape[1:])
+    pixels = ""
+    if verify_data is not None:
+        x = verify_data[0]
+        if float(np.min(x)) >= 0.0 and float(np.max(x)) <= 1.0:
+            pixels = (
+                ", pixels in [0, 1] as `zoo.datasets.load_dataset` gives them (no mean "
+                "or standard-deviation normalization)"
+            )
+    activation = getattr(model.layers[-1], "activation", None)
+    logits = activation is None or activation is tf.keras.activations.linear
+    return {
+        "input": f"float32 images of shape {shape}{pixels}",
+        "output": (
+            f"{model.output_shape[-1]} logits (no softmax), in the order of class_names"
+            if logits
+            else f"{model.output_shape[-1]} outputs of {activation.__name__}"
+        ),
+        "class_names": None if class_names is None else list(class_names),
+        "continue_training": (
+            "the SavedModel loads uncompiled (saved without optimizer state): import "
+            "training, then model.compile(training.MetaplasticAdam(learning_rate=..., "
+            "meta=...), loss=tf.keras.losses.SparseCategoricalCrossentropy("
+            "from_logits=True), metrics=['accuracy']) and fit; the latent weights are "
+            "the float32 hidden weights Wh, so metaplasticity resumes from them"
+        ),
+    }
+
+
+def _per_class_accuracy(predicted, y, class_names, num_classes: int) -> dict:
+    """Accuracy on the test images of each class present, by class name."""
+    names = class_names or [str(c) for c in range(num_classes)]
+    return {
+        str(name): round(float(np.mean(predicted[y == c] == c)), 6)
+        for c, name in enumerate(names)
+        if np.any(y == c)
+    }
 
 
 def _sequence_lines(sequence: Optional[Mapping[str, Any]]) -> list:
@@ -173,8 +234,16 @@ def _markdown_card(card: dict, sizes: dict) -> str:
     keras_line = _percent(results.get("keras_test_accuracy"))
     if results.get("test_samples"):
         keras_line += f" on {results['test_samples']:,} test images"
+    usage = card.get("usage") or {}
+    data = card.get("data") or {}
+    dataset = card["dataset"]
+    if data.get("source"):
+        dataset = f"{dataset} (read from `{data['source']}`)"
     rows = [
-        ("dataset", card["dataset"]),
+        ("dataset", dataset),
+        *([("data copy", data["note"])] if data.get("note") else []),
+        ("input", usage.get("input")),
+        ("output", usage.get("output")),
         ("protocol", listed(card["protocol"])),
         ("hyperparameters", listed(card["hyperparameters"])),
         ("epochs", card["epochs"]),
@@ -182,7 +251,10 @@ def _markdown_card(card: dict, sizes: dict) -> str:
         ("budget", card["budget"]),
         ("Keras test accuracy", keras_line),
         ("LCE test accuracy", lce_line),
+        ("to train further", usage.get("continue_training")),
     ]
+    rows = [(key, value) for key, value in rows if value is not None]
+    per_class = results.get("per_class_accuracy") or {}
     lines = [
         f"# {card['name']}",
         "",
@@ -195,6 +267,18 @@ def _markdown_card(card: dict, sizes: dict) -> str:
         "|---|---|",
         *(f"| {key} | {value} |" for key, value in rows),
         "",
+        *(
+            [
+                "Keras test accuracy per class:",
+                "",
+                "| " + " | ".join(per_class) + " |",
+                "|" + "---|" * len(per_class),
+                "| " + " | ".join(_percent(a) for a in per_class.values()) + " |",
+                "",
+            ]
+            if per_class
+            else []
+        ),
         *_sequence_lines(card.get("sequence")),
         "Training command:",
         "",
@@ -219,6 +303,7 @@ def package_pretrained(
     lce: bool = True,
     verify_data: Optional[tuple] = None,
     lce_samples: Optional[int] = None,
+    class_names: Optional[Sequence[str]] = None,
     overwrite: bool = False,
 ) -> dict:
     """Writes a pretrained model directory: SavedModel, LCE flatbuffer, model cards.
@@ -226,9 +311,13 @@ def package_pretrained(
     `directory/name/` receives `saved_model/` (the model, without optimizer state),
     `model.tflite` (when `lce` and Larq Compute Engine is installed, converted by
     `zoo.export.convert_to_lce`), `README.md` and `model_card.json`: the given card plus
-    the name, the Keras (and LCE) test accuracy on `verify_data`, the software versions
-    and every other file's size and sha256, then the card's own sha256
-    (`zoo.model_directory.card_sha256`). Nothing is left behind on failure.
+    the name, `usage` (input shape and pixel range, outputs, class names, how to compile
+    the uncompiled SavedModel to train further), the Keras (and LCE) test accuracy on
+    `verify_data` with the Keras accuracy of each class, the software versions and
+    every other file's size and sha256, then the card's own sha256
+    (`zoo.model_directory.card_sha256`). A card's `data` (`source`, `note`: on which
+    copy of the dataset the accuracies were measured) is shown in its markdown.
+    Nothing is left behind on failure.
 
     # Arguments
         model: the trained model, built by the card's factory with the card's kwargs.
@@ -244,6 +333,7 @@ def package_pretrained(
         lce_samples: how many of those images the flatbuffer is checked on (one image at
             a time, slow on x86): a class-stratified sample drawn with seed
             `LCE_SAMPLE_SEED` (see `zoo.datasets.stratified_sample`); default all.
+        class_names: the name of each label, in label order (default: the labels).
         overwrite: replace an existing `directory/name/`.
 
     # Returns
@@ -262,10 +352,10 @@ def package_pretrained(
         raise ValueError(
             f"the model card lacks {', '.join(missing)}; add them to `card`"
         )
-    reserved = [k for k in _WRITTEN_CARD_KEYS if k in card and k != "name"]
+    reserved = [k for k in WRITTEN_CARD_KEYS if k in card and k != "name"]
     if reserved or card.get("name", name) != name:
         raise ValueError(
-            f"package_pretrained writes the card's {', '.join(_WRITTEN_CARD_KEYS)}; "
+            f"package_pretrained writes the card's {', '.join(WRITTEN_CARD_KEYS)}; "
             "remove them from `card`"
         )
     factory = pretrained.pretrained_factory(
@@ -278,6 +368,7 @@ def package_pretrained(
     del built
     if verify_data is not None:
         verify_data = _check_verify_data(verify_data, model)
+    _check_class_names(class_names, model)
     target = Path(directory).expanduser() / name
     if target.exists() and not overwrite:
         raise ValueError(f"{target} exists; pass overwrite=True to replace it")
@@ -288,6 +379,7 @@ def package_pretrained(
         **{k: _jsonable(v) for k, v in card.items() if k != "name"},
     }
     written["kwargs"] = _jsonable(card["kwargs"])
+    written["usage"] = _usage(model, class_names, verify_data)
     results = {"keras_test_accuracy": None, "test_samples": None, "lce": None}
     partial = target.parent / f".{name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -299,8 +391,12 @@ def package_pretrained(
         if verify_data is not None:
             x, y = verify_data
             logits = model.predict(x, batch_size=256, verbose=0)
-            results["keras_test_accuracy"] = float(np.mean(logits.argmax(-1) == y))
+            predicted = logits.argmax(-1)
+            results["keras_test_accuracy"] = float(np.mean(predicted == y))
             results["test_samples"] = int(len(x))
+            results["per_class_accuracy"] = _per_class_accuracy(
+                predicted, np.asarray(y), class_names, logits.shape[-1]
+            )
         lce_available = importlib.util.find_spec("larq_compute_engine") is not None
         if lce and lce_available:
             flatbuffer = export.convert_to_lce(model, path=partial / FLATBUFFER)
@@ -378,6 +474,92 @@ def reseal_pretrained(directory: PathType) -> dict:
     sealed = seal_card(card)
     if sealed != card or list(sealed) != list(card):
         _write_card(directory, sealed)
+    return sealed
+
+
+def refresh_card(
+    directory: PathType,
+    *,
+    verify_data: tuple,
+    class_names: Optional[Sequence[str]] = None,
+    data: Optional[Mapping[str, Any]] = None,
+) -> dict:
+    """Brings the card of a pretrained model directory up to what cards say now.
+
+    For directories written before cards held `usage`, `data` and the per-class
+    accuracy: the directory is verified, its SavedModel loaded and measured again on
+    `verify_data` (whose Keras accuracy must be the card's), and `model_card.json` and
+    `README.md` are written again with `usage`, `data` and
+    `results.per_class_accuracy` added. The SavedModel and the flatbuffer are left
+    byte for byte as they are (their LCE results stand: same file, same images).
+
+    # Arguments
+        directory: a pretrained model directory.
+        verify_data: `(x_test, y_test)`, the images its card's accuracy was measured on.
+        class_names: the name of each label, in label order.
+        data: the card's `data` (where the images come from, see
+            `zoo.datasets.provenance`).
+
+    # Returns
+        The new model card.
+
+    # Raises
+        ValueError: if the directory fails verification, `verify_data` does not fit
+            the model, or the Keras accuracy differs from the card's.
+    """
+    from zoo.model_directory import verify_pretrained
+    from zoo.saved_model import load_saved_model
+
+    directory = Path(directory).expanduser()
+    card = verify_pretrained(directory)
+    model = load_saved_model(directory / SAVED_MODEL)
+    x, y = _check_verify_data(verify_data, model)
+    _check_class_names(class_names, model)
+    logits = model.predict(x, batch_size=256, verbose=0)
+    predicted = logits.argmax(-1)
+    accuracy = float(np.mean(predicted == y))
+    recorded = card["results"].get("keras_test_accuracy")
+    if (
+        recorded is None
+        or abs(accuracy - recorded) > 1e-4
+        or len(x) != card["results"].get("test_samples")
+    ):
+        raise ValueError(
+            f"{directory}: Keras test accuracy {accuracy:.4f} on {len(x):,} images now, "
+            f"{recorded} on {card['results'].get('test_samples')} on its card; pass "
+            "the images it was measured on (another copy of the dataset?)"
+        )
+    fresh = {k: v for k, v in card.items() if k not in ("files", CARD_SHA256)}
+    if data is not None:
+        fresh["data"] = _jsonable(dict(data))
+    fresh["usage"] = _usage(model, class_names, (x, y))
+    fresh["results"] = {
+        **card["results"],
+        "per_class_accuracy": _per_class_accuracy(
+            predicted, y, class_names, logits.shape[-1]
+        ),
+    }
+    sizes = {  # the files beside it, as package_pretrained's markdown lists them
+        rel: entry["bytes"]
+        for rel, entry in card["files"].items()
+        if rel != CARD_MARKDOWN
+    }
+    markdown = _markdown_card(fresh, sizes).encode("utf-8")
+    partial = directory / f".{CARD_MARKDOWN}.partial-{os.getpid()}"
+    try:
+        partial.write_bytes(markdown)
+        os.replace(partial, directory / CARD_MARKDOWN)
+    finally:
+        partial.unlink(missing_ok=True)
+    fresh["files"] = {
+        **card["files"],
+        CARD_MARKDOWN: {
+            "bytes": len(markdown),
+            "sha256": file_sha256(directory / CARD_MARKDOWN),
+        },
+    }
+    sealed = seal_card(fresh)
+    _write_card(directory, sealed)
     return sealed
 
 

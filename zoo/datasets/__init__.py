@@ -18,6 +18,8 @@ name and the order of the sources; `zoo.datasets.container` holds `ImageDataset`
 `zoo.datasets.sampling` draws seeded, class-stratified samples for evaluations on
 fewer images (`stratified_sample`), never the first N of a split, which may be sorted
 by class.
+`zoo.datasets.provenance` says how a source stored its images (format, JPEG quality),
+so that model cards say on which copy of a dataset an accuracy was measured.
 
 !!! example
     ```python
