@@ -39,6 +39,17 @@ PROTOCOLS = {
 }
 
 
+def _data_card(dataset, *, test_images: int) -> dict:
+    """A card's `data`: the source of the test images, its encoding and, for a lossy
+    copy, the sentence saying so (`zoo.datasets.provenance`)."""
+    encoding = image_encoding(dataset)
+    return {
+        **encoding,
+        "test_images": int(test_images),
+        "note": encoding_note(dataset.name, encoding),
+    }
+
+
 def package_run(
     run_dir: str | os.PathLike,
     *,
@@ -113,16 +124,11 @@ def package_run(
     if registry.get_model(config.model).takes("batch_norm_affine"):
         kwargs["batch_norm_affine"] = config.batch_norm_affine
     dataset = load_dataset(config.datasets[0], data_dir=config.data_dir)
-    encoding = image_encoding(dataset)
     card = {
         "factory": config.model,
         "kwargs": architecture(config.model, kwargs),
         "dataset": config.datasets[0],
-        "data": {
-            **encoding,
-            "test_images": int(len(x_test)),
-            "note": encoding_note(config.datasets[0], encoding),
-        },
+        "data": _data_card(dataset, test_images=len(x_test)),
         "protocol": {
             "name": config.protocol,
             "description": PROTOCOLS.get(config.protocol, config.protocol),
@@ -215,15 +221,10 @@ def refresh_pretrained(
             "again instead (python -m training package RUN_DIR --name ...)"
         )
     dataset = load_dataset(card["dataset"], data_dir=data_dir)
-    encoding = image_encoding(dataset)
     num_classes = (card.get("kwargs") or {}).get("num_classes", dataset.num_classes)
     return refresh_card(
         directory,
         verify_data=(dataset.x_test, dataset.y_test),
         class_names=dataset.class_names[:num_classes],
-        data={
-            **encoding,
-            "test_images": int(len(dataset.x_test)),
-            "note": encoding_note(card["dataset"], encoding),
-        },
+        data=_data_card(dataset, test_images=len(dataset.x_test)),
     )

@@ -47,8 +47,9 @@ from zoo.model_directory import (
     read_card,
     seal_card,
     verify_files,
+    verify_pretrained,
 )
-from zoo.saved_model import quiet_tensorflow
+from zoo.saved_model import load_saved_model, quiet_tensorflow
 
 __all__ = [
     "LCE_SAMPLE_SEED",
@@ -507,9 +508,6 @@ def refresh_card(
         ValueError: if the directory fails verification, `verify_data` does not fit
             the model, or the Keras accuracy differs from the card's.
     """
-    from zoo.model_directory import verify_pretrained
-    from zoo.saved_model import load_saved_model
-
     directory = Path(directory).expanduser()
     card = verify_pretrained(directory)
     model = load_saved_model(directory / SAVED_MODEL)
