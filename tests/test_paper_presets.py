@@ -41,6 +41,9 @@ def test_width_sweeps_use_the_smaller_decay_and_streams_one_optimizer():
     assert paper.run_config("fig3ab", "ewc-w512").weight_decay == 1e-8
     assert paper.run_config("fig3ab", "ewc-w512").baseline == "ewc"
     assert paper.run_config("fig3cd", "m0-w4096").joint
+    # Fig. 3 plots final accuracies: evaluated at task ends only.
+    assert paper.run_config("fig3ab", "m1.35-w4096", scale="quick").evaluate == "task"
+    assert paper.run_config("fig3cd", "m1.35-w512").evaluate == "task"
     stream = paper.run_config("stream_fmnist", "m2.5")
     assert (stream.num_tasks, stream.epochs, stream.meta) == (60, 20, 2.5)
     assert stream.optimizer_per_task is False

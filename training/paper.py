@@ -159,7 +159,9 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 command="main.py --net bnn --hidden-layers W W --lr 0.005 --decay 1e-8 "
                 "{--meta 1.35 | --ewc --ewc-lambda 5e3 --meta 0} --epochs-per-task 40 "
                 "--task-sequence pMNIST x10",
-                fields=dict(_FIG2, num_tasks=10, weight_decay=1e-8),
+                # The figure plots the accuracies after the last task: evaluating at
+                # task ends only saves about a third of the compute.
+                fields=dict(_FIG2, num_tasks=10, weight_decay=1e-8, evaluate="task"),
                 runs=_frozen(
                     {
                         **{
@@ -187,7 +189,9 @@ EXPERIMENTS: Mapping[str, Experiment] = MappingProxyType(
                 command="main.py --net bnn --interleaved --hidden-layers W W --lr 0.005 "
                 "--decay 1e-8 --meta {0,1.35} --epochs-per-task 40 "
                 "--task-sequence pMNIST x10",
-                fields=dict(_FIG2, num_tasks=10, joint=True, weight_decay=1e-8),
+                fields=dict(
+                    _FIG2, num_tasks=10, joint=True, weight_decay=1e-8, evaluate="task"
+                ),
                 runs=_frozen(
                     {
                         f"m{m:g}-w{w}": dict(meta=m, hidden_units=(w, w))
