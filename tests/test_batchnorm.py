@@ -14,6 +14,7 @@ from training.batchnorm import (
     recalibrate,
     recalibration_batches,
     set_state,
+    statistics_drift,
     uses_task_statistics,
 )
 from training.config import RunConfig
@@ -33,6 +34,52 @@ def tiny_model(momentum=0.9, dropout=0.5):
 def random_state(model, seed):
     rng = np.random.default_rng(seed)
     return [rng.uniform(0.5, 2.0, w.shape).astype("float32") for w in get_state(model)]
+
+
+def test_statistics_drift_against_numpy_moments():
+    """Each layer's inputs in inference mode (the first BatchNorm sees the data, the
+    second the dense layer of the first's inference output), against NumPy."""
+    tf.keras.utils.set_random_seed(1)
+    model = tiny_model(dropout=0.0)
+    set_state(model, random_state(model, seed=2))
+    rng = np.random.default_rng(3)
+    x = rng.normal(1.0, 2.0, (60, 3)).astype("float32")
+    batches = tf.data.Dataset.from_tensor_slices((x, np.zeros(60))).batch(16)
+    drift = statistics_drift(model, batches)
+
+    bn_in, dense, bn_out = (model.get_layer(n) for n in ("bn_in", "dense", "bn_out"))
+    hidden = dense(bn_in(x, training=False)).numpy().astype(np.float64)
+    for layer, data in ((bn_in, x.astype(np.float64)), (bn_out, hidden)):
+        mean, var = data.mean(0), data.var(0)
+        shift = np.abs(mean - layer.moving_mean.numpy()) / np.sqrt(var + layer.epsilon)
+        ratio = layer.moving_variance.numpy() / (var + layer.epsilon)
+        got = drift[layer.name]
+        assert got["units"] == data.shape[1]
+        np.testing.assert_allclose(got["max_mean_shift"], shift.max(), rtol=1e-5)
+        assert got["shifted_fraction"] == pytest.approx(np.mean(shift > 1.0))
+        np.testing.assert_allclose(got["variance_ratio_min"], ratio.min(), rtol=1e-5)
+        np.testing.assert_allclose(got["variance_ratio_max"], ratio.max(), rtol=1e-5)
+
+
+def test_statistics_drift_is_zero_after_recalibrating_on_the_same_data():
+    """Convolutions: statistics per channel over images and positions; recalibrating
+    on the very batches leaves no drift in the first BatchNorm (the later ones see the
+    inference output of the earlier, not the training one)."""
+    tf.keras.utils.set_random_seed(4)
+    inputs = tf.keras.Input((5, 5, 2))
+    x = tf.keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    outputs = tf.keras.layers.BatchNormalization(name="bn")(x)
+    model = tf.keras.Model(inputs, outputs)
+    images = np.random.default_rng(5).normal(size=(32, 5, 5, 2)).astype("float32")
+    batches = tf.data.Dataset.from_tensor_slices((images, np.zeros(32))).batch(32)
+    before = statistics_drift(model, batches)["bn"]
+    assert before["units"] == 3 and before["max_mean_shift"] > 0.01
+    recalibrate(model, batches)
+    after = statistics_drift(model, batches)["bn"]
+    assert after["max_mean_shift"] < 1e-3 and after["shifted_fraction"] == 0.0
+    # Keras keeps the unbiased batch variance (n / (n - 1) = 1.0035 times the
+    # population one), compared with the data variance + epsilon.
+    assert 0.99 < after["variance_ratio_min"] <= after["variance_ratio_max"] < 1.01
 
 
 def test_recalibration_averages_the_batch_statistics():

@@ -40,6 +40,7 @@ __all__ = [
     "recalibrate",
     "recalibration_batches",
     "set_state",
+    "statistics_drift",
     "uses_task_statistics",
 ]
 
@@ -114,6 +115,64 @@ def recalibrate(model: tf.keras.Model, batches: tf.data.Dataset) -> None:
             layer.momentum = momentum
         for layer, rate in zip(dropouts, rates):
             layer.rate = rate
+
+
+def statistics_drift(
+    model: tf.keras.Model, images: tf.data.Dataset
+) -> dict[str, dict[str, float]]:
+    """How far each BatchNorm layer's moving statistics are from the statistics of its
+    inputs on `images` under the model's current weights.
+
+    The model runs in inference mode (every BatchNorm normalizes with its moving
+    statistics, as at evaluation); for each BatchNorm layer, each unit's (channel's)
+    input mean and variance over all of `images` (and positions, for convolutions) are
+    compared with its moving mean and variance. Moving statistics describe the weights
+    of the last training batches: when training flips many binary weights at every step
+    they describe other weights than the evaluated ones, and evaluation suffers
+    (`recalibrate` re-estimates them).
+
+    # Arguments
+        model: a model with BatchNormalization layers.
+        images: `(images, labels)` batches, e.g. a task's test data.
+
+    # Returns
+        Layer name -> `units`; `max_mean_shift`, the largest `|mean - moving mean| /
+        std` over the units (std of the data); `shifted_fraction`, the fraction of units
+        where that exceeds 1; `variance_ratio_min` and `variance_ratio_max` of moving
+        variance / data variance.
+    """
+    layers = batch_norm_layers(model)
+    probe = tf.keras.Model(model.inputs, [layer.input for layer in layers])
+    sums: list[np.ndarray] = []
+    squares: list[np.ndarray] = []
+    count = np.zeros(len(layers))
+    for batch, _ in images:
+        outputs = probe(batch, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        for i, out in enumerate(outputs):
+            x = tf.cast(out, tf.float64).numpy().reshape(-1, out.shape[-1])
+            if len(sums) <= i:
+                sums.append(np.zeros(x.shape[1]))
+                squares.append(np.zeros(x.shape[1]))
+            sums[i] += x.sum(axis=0)
+            squares[i] += np.square(x).sum(axis=0)
+            count[i] += x.shape[0]
+    drift = {}
+    for i, layer in enumerate(layers):
+        mean = sums[i] / count[i]
+        variance = np.maximum(squares[i] / count[i] - np.square(mean), 0.0)
+        moving_mean = layer.moving_mean.numpy().astype(np.float64)
+        moving_variance = layer.moving_variance.numpy().astype(np.float64)
+        shift = np.abs(mean - moving_mean) / np.sqrt(variance + layer.epsilon)
+        ratio = moving_variance / (variance + layer.epsilon)
+        drift[layer.name] = {
+            "units": int(mean.size),
+            "max_mean_shift": float(shift.max()),
+            "shifted_fraction": float(np.mean(shift > 1.0)),
+            "variance_ratio_min": float(ratio.min()),
+            "variance_ratio_max": float(ratio.max()),
+        }
+    return drift
 
 
 def uses_task_statistics(

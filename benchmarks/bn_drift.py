@@ -1,0 +1,116 @@
+"""How stale a run's BatchNorm moving statistics are, and what that costs in accuracy.
+
+For each run directory, at its last completed epoch: the task being learned, evaluated
+on its test set with the live moving statistics (what the paper's protocol saves at the
+task's end), then with them re-estimated from `--batches` training batches under the
+same weights (`training.batchnorm.recalibrate`, as `--recalibrate-bn` does); per
+BatchNorm layer, how far the moving statistics are from the statistics of the layer's
+inputs on that test set (`training.batchnorm.statistics_drift`); and that task's test
+accuracy after each epoch of its training so far, as the run measured it. Writes
+`benchmarks/results/bn_drift-<UTC stamp>.json`.
+
+    python benchmarks/bn_drift.py runs/paper/fig2/paper/m1.35-seed0 --data-dir ../shared/data
+
+A run may be in progress: the last checkpoint is read, nothing is written to the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import write_results  # noqa: E402
+from training.assembly import restore_run  # noqa: E402
+from training.batchnorm import (  # noqa: E402
+    get_state,
+    recalibrate,
+    set_state,
+    statistics_drift,
+)
+from training.rundir import RunDirectory  # noqa: E402
+
+
+def task_curve(run_dir: str, task: str) -> list[list[float]]:
+    """`[epoch, test accuracy]` of `task` after each epoch of its own training, with the
+    live moving statistics (the run's `metrics.csv`)."""
+    with open(RunDirectory(run_dir).metrics_path, newline="") as f:
+        return [
+            [int(row["epoch"]), float(row[f"acc/{task}"])]
+            for row in csv.DictReader(f)
+            if row["task"] == task and row.get(f"acc/{task}")
+        ]
+
+
+def measure(run_dir: str, *, data_dir: str | None, batches: int) -> dict:
+    """The drift and both accuracies of one run directory's last epoch."""
+    restored = restore_run(run_dir, data_dir=data_dir)
+    config, model = restored.config, restored.model
+    index = min(restored.completed_epochs // config.epochs, len(restored.tasks) - 1)
+    if restored.completed_epochs % config.epochs == 0 and restored.completed_epochs:
+        index = restored.completed_epochs // config.epochs - 1  # a task just finished
+    task = restored.tasks[index]
+    test = task.test_data(batch_size=1000)
+    model.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy")
+
+    def accuracy() -> float:
+        return float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+
+    live = get_state(model)
+    drift = statistics_drift(model, test)
+    running = accuracy()
+    recalibrate(
+        model, task.train_data(batch_size=config.batch_size, seed=0).take(batches)
+    )
+    recalibrated = accuracy()
+    set_state(model, live)
+    print(
+        f"{run_dir}: epoch {restored.completed_epochs}, {task.name}: "
+        f"{100 * running:.2f} % with the moving statistics, "
+        f"{100 * recalibrated:.2f} % re-estimated from {batches} batches"
+    )
+    return {
+        "run_dir": str(run_dir),
+        "precision": config.precision,
+        "completed_epochs": restored.completed_epochs,
+        "task": task.name,
+        "accuracy_moving_statistics": running,
+        "accuracy_recalibrated": recalibrated,
+        "recalibration_batches": batches,
+        "drift": drift,
+        "accuracy_by_epoch": task_curve(run_dir, task.name),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", help="run directories to read")
+    parser.add_argument("--data-dir", help="dataset directory")
+    parser.add_argument(
+        "--batches", type=int, default=20, help="training batches that re-estimate"
+    )
+    parser.add_argument("--output", type=Path, help="JSON path to write instead")
+    args = parser.parse_args(argv)
+    runs = [
+        measure(d, data_dir=args.data_dir, batches=args.batches) for d in args.run_dirs
+    ]
+    write_results(
+        "bn_drift",
+        {
+            "method": "per BatchNorm layer and unit (channel), |test-set mean of its "
+            "inputs in inference mode - moving mean| / test-set std; shifted_fraction: "
+            "units beyond 1 std; variance ratio: moving / test-set variance (+ epsilon)",
+            "runs": runs,
+        },
+        output=args.output,
+    )
+
+
+if __name__ == "__main__":
+    main()
