@@ -5,8 +5,9 @@ on its test set with the live moving statistics (what the paper's protocol saves
 task's end), then with them re-estimated from `--batches` training batches under the
 same weights (`training.batchnorm.recalibrate`, as `--recalibrate-bn` does); per
 BatchNorm layer, how far the moving statistics are from the statistics of the layer's
-inputs on that test set (`training.batchnorm.statistics_drift`); and that task's test
-accuracy after each epoch of its training so far, as the run measured it. Writes
+inputs on that test set (`training.batchnorm.statistics_drift`); and, after each epoch of
+that task so far, its test accuracy and each binary layer's median |Wh|, as the run
+measured them. Writes
 `benchmarks/results/bn_drift-<UTC stamp>.json`.
 
     python benchmarks/bn_drift.py runs/paper/fig2/paper/m1.35-seed0 --data-dir ../shared/data
@@ -37,15 +38,20 @@ from training.batchnorm import (  # noqa: E402
 from training.rundir import RunDirectory  # noqa: E402
 
 
-def task_curve(run_dir: str, task: str) -> list[list[float]]:
-    """`[epoch, test accuracy]` of `task` after each epoch of its own training, with the
-    live moving statistics (the run's `metrics.csv`)."""
+def task_curves(run_dir: str, task: str) -> dict[str, list[list[float]]]:
+    """Per epoch of `task`'s own training, as the run's `metrics.csv` has them:
+    `"accuracy"`, its test accuracy with the live moving statistics, and
+    `"<layer>/abs_wh_q0.5"`, the median |Wh| of each binary layer; `[epoch, value]`
+    pairs."""
     with open(RunDirectory(run_dir).metrics_path, newline="") as f:
-        return [
-            [int(row["epoch"]), float(row[f"acc/{task}"])]
-            for row in csv.DictReader(f)
-            if row["task"] == task and row.get(f"acc/{task}")
-        ]
+        rows = [row for row in csv.DictReader(f) if row["task"] == task]
+    columns = {"accuracy": f"acc/{task}"}
+    if rows:
+        columns.update({k: k for k in rows[0] if k.endswith("/abs_wh_q0.5")})
+    return {
+        name: [[int(row["epoch"]), float(row[column])] for row in rows if row[column]]
+        for name, column in columns.items()
+    }
 
 
 def measure(run_dir: str, *, data_dir: str | None, batches: int) -> dict:
@@ -77,14 +83,23 @@ def measure(run_dir: str, *, data_dir: str | None, batches: int) -> dict:
     )
     return {
         "run_dir": str(run_dir),
-        "precision": config.precision,
+        "settings": {
+            "protocol": config.protocol,
+            "hidden_units": list(config.hidden_units),
+            "meta": config.meta,
+            "learning_rate": config.learning_rate,
+            "weight_decay": config.weight_decay,
+            "epochs_per_task": config.epochs,
+            "seed": config.seed,
+            "precision": config.precision,
+        },
         "completed_epochs": restored.completed_epochs,
         "task": task.name,
         "accuracy_moving_statistics": running,
         "accuracy_recalibrated": recalibrated,
         "recalibration_batches": batches,
         "drift": drift,
-        "accuracy_by_epoch": task_curve(run_dir, task.name),
+        "by_epoch": task_curves(run_dir, task.name),
     }
 
 

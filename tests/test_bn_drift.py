@@ -29,13 +29,19 @@ def test_drift_of_a_finished_run(tmp_path, tiny_data_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     # The finished run's last task, with the live statistics: what the run measured.
     assert run["task"] == "task_2" and run["completed_epochs"] == 2
+    assert run["settings"]["hidden_units"] == [16, 16]
+    assert run["settings"]["seed"] == 1
     assert run["accuracy_moving_statistics"] == pytest.approx(
         summary["accuracy_matrix"][-1][1], abs=1e-6
     )
     assert 0.0 <= run["accuracy_recalibrated"] <= 1.0
-    assert run["accuracy_by_epoch"] == [
+    curves = run["by_epoch"]
+    assert curves["accuracy"] == [
         [2, pytest.approx(run["accuracy_moving_statistics"], abs=1e-6)]
     ]
+    layers = ("dense_1", "dense_2", "dense_out")
+    assert set(curves) == {"accuracy", *(f"{n}/abs_wh_q0.5" for n in layers)}
+    assert all(len(c) == 1 and c[0][1] >= 0.0 for c in curves.values())
     assert set(run["drift"]) == {"bn_1", "bn_2", "bn_out"}
     # 16 hidden units; one logit per class of the tiny data (4).
     assert run["drift"]["bn_1"]["units"] == 16 and run["drift"]["bn_out"]["units"] == 4
