@@ -112,9 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--output", type=Path, help="JSON path to write instead")
     args = parser.parse_args(argv)
-    runs = [
-        measure(d, data_dir=args.data_dir, batches=args.batches) for d in args.run_dirs
-    ]
+    try:
+        runs = [
+            measure(d, data_dir=args.data_dir, batches=args.batches)
+            for d in args.run_dirs
+        ]
+    except ValueError as error:  # not a run, no epoch yet, data missing, no BatchNorm
+        parser.exit(2, f"bn_drift: {error}\n")
     write_results(
         "bn_drift",
         {

@@ -82,6 +82,14 @@ def test_statistics_drift_is_zero_after_recalibrating_on_the_same_data():
     assert 0.99 < after["variance_ratio_min"] <= after["variance_ratio_max"] < 1.01
 
 
+def test_statistics_drift_needs_batch_normalization():
+    inputs = tf.keras.Input((3,))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2)(inputs))
+    data = tf.data.Dataset.from_tensor_slices((np.zeros((4, 3)), np.zeros(4))).batch(2)
+    with pytest.raises(ValueError, match="no BatchNormalization"):
+        statistics_drift(model, data)
+
+
 def test_recalibration_averages_the_batch_statistics():
     tf.keras.utils.set_random_seed(0)
     model = tiny_model()

@@ -48,3 +48,12 @@ def test_drift_of_a_finished_run(tmp_path, tiny_data_dir):
     for layer in run["drift"].values():
         assert 0.0 <= layer["shifted_fraction"] <= 1.0
         assert 0.0 < layer["variance_ratio_min"] <= layer["variance_ratio_max"]
+
+
+def test_a_directory_that_is_no_run_gets_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bn_drift.main([str(tmp_path / "nothing"), "--output", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bn_drift: ") and "\n" not in err
+    assert not (tmp_path / "x.json").exists()

@@ -140,8 +140,13 @@ def statistics_drift(
         std` over the units (std of the data); `shifted_fraction`, the fraction of units
         where that exceeds 1; `variance_ratio_min` and `variance_ratio_max` of moving
         variance / data variance.
+
+    # Raises
+        ValueError: if `model` has no BatchNormalization layer.
     """
     layers = batch_norm_layers(model)
+    if not layers:
+        raise ValueError(f"{model.name} has no BatchNormalization layer.")
     probe = tf.keras.Model(model.inputs, [layer.input for layer in layers])
     sums: list[np.ndarray] = []
     squares: list[np.ndarray] = []
