@@ -6,8 +6,8 @@ task's end), then with them re-estimated from `--batches` training batches under
 same weights (`training.batchnorm.recalibrate`, as `--recalibrate-bn` does); per
 BatchNorm layer, how far the moving statistics are from the statistics of the layer's
 inputs on that test set (`training.batchnorm.statistics_drift`); and, after each epoch of
-that task so far, its test accuracy and each binary layer's median |Wh|, as the run
-measured them. Writes
+that task so far, its test accuracy and each binary layer's median |Wh| and fraction of
+sign changes, as the run measured them. Writes
 `benchmarks/results/bn_drift-<UTC stamp>.json`.
 
     python benchmarks/bn_drift.py runs/paper/fig2/paper/m1.35-seed0 --data-dir ../shared/data
@@ -41,13 +41,16 @@ from training.rundir import RunDirectory  # noqa: E402
 def task_curves(run_dir: str, task: str) -> dict[str, list[list[float]]]:
     """Per epoch of `task`'s own training, as the run's `metrics.csv` has them:
     `"accuracy"`, its test accuracy with the live moving statistics, and
-    `"<layer>/abs_wh_q0.5"`, the median |Wh| of each binary layer; `[epoch, value]`
-    pairs."""
+    `"<layer>/abs_wh_q0.5"`, the median |Wh| of each binary layer, and
+    `"<layer>/flipped"`, the fraction of its binary weights whose sign changed during
+    the epoch; `[epoch, value]` pairs."""
     with open(RunDirectory(run_dir).metrics_path, newline="") as f:
         rows = [row for row in csv.DictReader(f) if row["task"] == task]
     columns = {"accuracy": f"acc/{task}"}
     if rows:
-        columns.update({k: k for k in rows[0] if k.endswith("/abs_wh_q0.5")})
+        columns.update(
+            {k: k for k in rows[0] if k.endswith(("/abs_wh_q0.5", "/flipped"))}
+        )
     return {
         name: [[int(row["epoch"]), float(row[column])] for row in rows if row[column]]
         for name, column in columns.items()

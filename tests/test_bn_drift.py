@@ -40,7 +40,10 @@ def test_drift_of_a_finished_run(tmp_path, tiny_data_dir):
         [2, pytest.approx(run["accuracy_moving_statistics"], abs=1e-6)]
     ]
     layers = ("dense_1", "dense_2", "dense_out")
-    assert set(curves) == {"accuracy", *(f"{n}/abs_wh_q0.5" for n in layers)}
+    assert set(curves) == {
+        "accuracy",
+        *(f"{n}/{k}" for n in layers for k in ("abs_wh_q0.5", "flipped")),
+    }
     assert all(len(c) == 1 and c[0][1] >= 0.0 for c in curves.values())
     assert set(run["drift"]) == {"bn_1", "bn_2", "bn_out"}
     # 16 hidden units; one logit per class of the tiny data (4).
