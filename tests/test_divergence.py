@@ -145,6 +145,15 @@ def test_divergence_warnings_of_a_runs_rows():
         "task 2/2 (task_2) ends with task_2 no better than chance (20.00%; always "
         "answering its most frequent label: 50.00%); learning rate 1e+06 too large?",
     ]
+    # At chance on the test set, yet fitting the training data: evaluation fails.
+    stale = [row(0, 1, 0.5), {**row(0, 2, 0.05, task_1=0.1), "accuracy": 0.99}]
+    (finding,) = divergence_warnings(
+        stale, config=config, tasks=tasks, eval_tasks=tasks
+    )
+    assert finding.endswith(
+        "yet it fits its training data (99.00%): BatchNorm moving statistics gone "
+        "stale? (python benchmarks/bn_drift.py <run directory> measures them)"
+    )
     # The findings of the first rows are the first findings.
     assert (
         divergence_warnings(diverged[:2], config=config, tasks=tasks, eval_tasks=tasks)

@@ -202,12 +202,21 @@ def divergence_warnings(
             accuracy, chance = row.get(f"acc/{task.name}"), chance_accuracy(task.y_test)
             if accuracy is None or not at_chance(accuracy, chance):
                 continue
-            cause = (
-                likely_cause(config)
-                if loss_diverged
-                else f"learning rate {config.learning_rate:g} too small or too large, "
-                "or too few epochs?"
-            )
+            fitted = row.get("accuracy")  # the epoch's training accuracy
+            if loss_diverged:
+                cause = likely_cause(config)
+            elif fitted is not None and not at_chance(fitted, chance):
+                # It learned its training data: evaluation, not learning, fails.
+                cause = (
+                    f"yet it fits its training data ({100 * fitted:.2f}%): BatchNorm "
+                    "moving statistics gone stale? (python benchmarks/bn_drift.py "
+                    "<run directory> measures them)"
+                )
+            else:
+                cause = (
+                    f"learning rate {config.learning_rate:g} too small or too large, "
+                    "or too few epochs?"
+                )
             found.append(
                 f"task {index + 1}/{len(tasks)} ({row['task']}) ends with {task.name} "
                 f"no better than chance ({100 * accuracy:.2f}%; always answering its "
