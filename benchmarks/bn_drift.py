@@ -18,9 +18,9 @@ A run may be in progress: the last checkpoint is read, nothing is written to the
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,27 +32,27 @@ from training.assembly import restore_run  # noqa: E402
 from training.batchnorm import (  # noqa: E402
     get_state,
     recalibrate,
+    recalibration_batches,
     set_state,
     statistics_drift,
 )
 from training.rundir import RunDirectory  # noqa: E402
 
 
-def task_curves(run_dir: str, task: str) -> dict[str, list[list[float]]]:
-    """Per epoch of `task`'s own training, as the run's `metrics.csv` has them:
-    `"accuracy"`, its test accuracy with the live moving statistics, and
+def task_curves(rows: list[dict], task: str) -> dict[str, list[list[float]]]:
+    """Per epoch of `task`'s own training, from a run's metric rows (its progress):
+    `"accuracy"`, its test accuracy with the live moving statistics,
     `"<layer>/abs_wh_q0.5"`, the median |Wh| of each binary layer, and
     `"<layer>/flipped"`, the fraction of its binary weights whose sign changed during
     the epoch; `[epoch, value]` pairs."""
-    with open(RunDirectory(run_dir).metrics_path, newline="") as f:
-        rows = [row for row in csv.DictReader(f) if row["task"] == task]
+    rows = [row for row in rows if row["task"] == task]
     columns = {"accuracy": f"acc/{task}"}
     if rows:
         columns.update(
             {k: k for k in rows[0] if k.endswith(("/abs_wh_q0.5", "/flipped"))}
         )
     return {
-        name: [[int(row["epoch"]), float(row[column])] for row in rows if row[column]]
+        name: [[int(row["epoch"]), float(row[column])] for row in rows if column in row]
         for name, column in columns.items()
     }
 
@@ -61,9 +61,7 @@ def measure(run_dir: str, *, data_dir: str | None, batches: int) -> dict:
     """The drift and both accuracies of one run directory's last epoch."""
     restored = restore_run(run_dir, data_dir=data_dir)
     config, model = restored.config, restored.model
-    index = min(restored.completed_epochs // config.epochs, len(restored.tasks) - 1)
-    if restored.completed_epochs % config.epochs == 0 and restored.completed_epochs:
-        index = restored.completed_epochs // config.epochs - 1  # a task just finished
+    index = (restored.completed_epochs - 1) // config.epochs  # the last epoch's task
     task = restored.tasks[index]
     test = task.test_data(batch_size=1000)
     model.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy")
@@ -74,8 +72,10 @@ def measure(run_dir: str, *, data_dir: str | None, batches: int) -> dict:
     live = get_state(model)
     drift = statistics_drift(model, test)
     running = accuracy()
+    # The batches the runner re-estimates this task's statistics from.
     recalibrate(
-        model, task.train_data(batch_size=config.batch_size, seed=0).take(batches)
+        model,
+        recalibration_batches(replace(config, recalibrate_bn=batches), task, index),
     )
     recalibrated = accuracy()
     set_state(model, live)
@@ -102,7 +102,14 @@ def measure(run_dir: str, *, data_dir: str | None, batches: int) -> dict:
         "accuracy_recalibrated": recalibrated,
         "recalibration_batches": batches,
         "drift": drift,
-        "by_epoch": task_curves(run_dir, task.name),
+        "by_epoch": task_curves(
+            [
+                row
+                for row in RunDirectory(run_dir).load_progress().rows
+                if row["epoch"] <= restored.completed_epochs
+            ],
+            task.name,
+        ),
     }
 
 
