@@ -3,14 +3,18 @@
 import gzip
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import zoo
+from training.assembly import restore_run
+from training.batchnorm import recalibration_batches
 from training.cli import main
 from zoo import pretrained
 from zoo.datasets import load_dataset, read_idx
+from zoo.saved_model import load_saved_model
 
 
 def train_tiny(tmp_path, data_dir):
@@ -213,3 +217,57 @@ def test_an_older_card_is_brought_up_to_date_without_touching_the_model(
     error = capsys.readouterr().err
     assert "another copy of the dataset" in error and error.count("\n") == 1
     assert zoo.model_directory.verify_pretrained(directory) == card
+
+
+def test_recalibrated_statistics_are_shipped_with_both_accuracies(
+    tmp_path, tiny_data_dir
+):
+    # `--recalibrate-bn N`: the shipped BatchNorm statistics are those re-estimated from
+    # N training batches of the evaluated task; the card keeps the run's own accuracy.
+    run_dir = tmp_path / "pmnist"
+    argv = [
+        "permuted", "--tasks", "2", "--epochs", "1", "--hidden-units", "16", "16",
+        "--batch-size", "40", "--seed", "3", "--data-dir", str(tiny_data_dir),
+        "--run-dir", str(run_dir), "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = tmp_path / "models"
+    assert main(["package", str(run_dir), "--name", "plain", "--output-dir",
+                 str(out)]) == 0  # fmt: skip
+    assert main(["package", str(run_dir), "--name", "recal", "--output-dir", str(out),
+                 "--recalibrate-bn", "2"]) == 0  # fmt: skip
+    plain = json.loads((out / "plain" / "model_card.json").read_text())
+    card = json.loads((out / "recal" / "model_card.json").read_text())
+    assert "batch_norm_statistics" not in plain
+    statistics = card["batch_norm_statistics"]
+    assert statistics["recalibrated_batches"] == 2
+    assert statistics["task"] == "task_2"
+    assert statistics["keras_test_accuracy_as_trained"] == pytest.approx(
+        plain["results"]["keras_test_accuracy"], abs=1e-6
+    )
+    assert card["results"]["lce"]["agreement"] == 1.0
+    # The shipped moving statistics are the mean of two training batches' statistics
+    # under the final weights: the first BatchNorm's mean is that of the first layer's
+    # pre-activations over those 80 permuted training images.
+    restored = restore_run(run_dir)
+    task = restored.eval_tasks[-1]
+    config = replace(restored.config, recalibrate_bn=2)
+    images = np.concatenate(
+        [x for x, _ in recalibration_batches(config, task, 1).as_numpy_iterator()]
+    )
+    shipped = load_saved_model(out / "recal" / "saved_model")
+    kernel = next(w for w in shipped.weights if "kernel" in w.name).numpy()
+    pre = images.reshape(len(images), -1) @ np.sign(kernel)
+    bn = next(w for w in shipped.weights if "moving_mean" in w.name).numpy()
+    np.testing.assert_allclose(bn, pre.mean(axis=0), rtol=1e-4, atol=1e-4)
+    readme = (out / "recal" / "README.md").read_text()
+    as_trained = 100 * statistics["keras_test_accuracy_as_trained"]
+    assert f"the Keras test accuracy is {as_trained:.2f} %" in readme
+
+
+def test_package_refuses_a_negative_recalibration(tmp_path, tiny_data_dir, capsys):
+    run_dir, _ = train_tiny(tmp_path, tiny_data_dir)
+    code = main(["package", str(run_dir), "--name", "x", "--output-dir",
+                 str(tmp_path / "models"), "--recalibrate-bn", "-1"])  # fmt: skip
+    assert code == 2
+    assert "recalibrate_bn must be 0 or more" in capsys.readouterr().err

@@ -254,6 +254,18 @@ def _markdown_card(card: dict, sizes: dict) -> str:
         ("LCE test accuracy", lce_line),
         ("to train further", usage.get("continue_training")),
     ]
+    statistics = card.get("batch_norm_statistics")
+    if statistics:
+        rows.insert(
+            rows.index(("LCE test accuracy", lce_line)),
+            (
+                "BatchNorm statistics",
+                f"re-estimated from {statistics['recalibrated_batches']} training "
+                f"batches of {statistics['task']} under the final weights (beyond the "
+                "paper); with the moving statistics the run ended with, the Keras test "
+                f"accuracy is {_percent(statistics['keras_test_accuracy_as_trained'])}",
+            ),
+        )
     rows = [(key, value) for key, value in rows if value is not None]
     per_class = results.get("per_class_accuracy") or {}
     lines = [
