@@ -28,6 +28,18 @@ def train_tiny(tmp_path, data_dir):
     return run_dir, argv
 
 
+def train_tiny_permuted(tmp_path, data_dir):
+    """Two permuted tasks of one epoch, permutation seed 3."""
+    run_dir = tmp_path / "pmnist"
+    argv = [
+        "permuted", "--tasks", "2", "--epochs", "1", "--hidden-units", "16", "16",
+        "--batch-size", "40", "--seed", "3", "--data-dir", str(data_dir),
+        "--run-dir", str(run_dir), "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return run_dir
+
+
 def test_packaged_run_scores_what_the_run_reported(tmp_path, tiny_data_dir, capsys):
     run_dir, argv = train_tiny(tmp_path, tiny_data_dir)
     assert (run_dir / "commands.txt").read_text().splitlines() == [
@@ -145,13 +157,7 @@ def test_a_permuted_sequence_is_packaged_with_its_matrix_and_permutations(
     tmp_path, tiny_data_dir
 ):
     # The paper's Fig. 2 model: the card lets users continue the sequence.
-    run_dir = tmp_path / "pmnist"
-    argv = [
-        "permuted", "--tasks", "2", "--epochs", "1", "--hidden-units", "16", "16",
-        "--batch-size", "40", "--seed", "3", "--data-dir", str(tiny_data_dir),
-        "--run-dir", str(run_dir), "--quiet",
-    ]  # fmt: skip
-    assert main(argv) == 0
+    run_dir = train_tiny_permuted(tmp_path, tiny_data_dir)
     out = tmp_path / "models"
     assert main(["package", str(run_dir), "--name", "tiny_pmnist", "--output-dir",
                  str(out)]) == 0  # fmt: skip
@@ -224,13 +230,7 @@ def test_recalibrated_statistics_are_shipped_with_both_accuracies(
 ):
     # `--recalibrate-bn N`: the shipped BatchNorm statistics are those re-estimated from
     # N training batches of the evaluated task; the card keeps the run's own accuracy.
-    run_dir = tmp_path / "pmnist"
-    argv = [
-        "permuted", "--tasks", "2", "--epochs", "1", "--hidden-units", "16", "16",
-        "--batch-size", "40", "--seed", "3", "--data-dir", str(tiny_data_dir),
-        "--run-dir", str(run_dir), "--quiet",
-    ]  # fmt: skip
-    assert main(argv) == 0
+    run_dir = train_tiny_permuted(tmp_path, tiny_data_dir)
     out = tmp_path / "models"
     assert main(["package", str(run_dir), "--name", "plain", "--output-dir",
                  str(out)]) == 0  # fmt: skip
