@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -73,10 +72,7 @@ def measure(run_dir: str, *, data_dir: str | None, batches: int) -> dict:
     drift = statistics_drift(model, test)
     running = accuracy()
     # The batches the runner re-estimates this task's statistics from.
-    recalibrate(
-        model,
-        recalibration_batches(replace(config, recalibrate_bn=batches), task, index),
-    )
+    recalibrate(model, recalibration_batches(config, task, index, count=batches))
     recalibrated = accuracy()
     set_state(model, live)
     print(

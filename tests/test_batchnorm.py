@@ -213,3 +213,8 @@ def test_recalibration_batches_are_the_tasks_first_training_batches():
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     off = RunConfig(recalibrate_bn=0)
     assert recalibration_batches(off, task, 4) is None
+    # `count` overrides the config's number: the same batches, fewer or none.
+    fewer = list(recalibration_batches(config, task, 4, count=2))
+    assert len(fewer) == 2
+    np.testing.assert_array_equal(fewer[1][0].numpy(), batches[1][0].numpy())
+    assert recalibration_batches(config, task, 4, count=0) is None

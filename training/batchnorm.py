@@ -209,15 +209,15 @@ def uses_task_statistics(
 
 
 def recalibration_batches(
-    config: RunConfig, task: Task, index: int
+    config: RunConfig, task: Task, index: int, *, count: int | None = None
 ) -> tf.data.Dataset | None:
     """The batches that re-estimate task `index`'s statistics before it is evaluated:
-    the first `config.recalibrate_bn` training batches of `task`, shuffled with seed
-    `index`; `None` with `recalibrate_bn=0` (the saved statistics as they are)."""
-    if not config.recalibrate_bn:
+    the first `count` (default `config.recalibrate_bn`) training batches of `task`,
+    shuffled with seed `index`; `None` for 0 (the saved statistics as they are)."""
+    count = config.recalibrate_bn if count is None else count
+    if not count:
         return None
-    batches = task.train_data(batch_size=config.batch_size, seed=index)
-    return batches.take(config.recalibrate_bn)
+    return task.train_data(batch_size=config.batch_size, seed=index).take(count)
 
 
 class TaskBatchNorm:

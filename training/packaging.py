@@ -26,7 +26,6 @@ python -m training package runs/fmnist-stream-m2.5 --name mlp_meta_fashion_mnist
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -142,10 +141,9 @@ def package_run(
         logits = model.predict(x_test, batch_size=256, verbose=0)
         as_trained = float(np.mean(logits.argmax(-1) == test.y_test))
         index = len(eval_tasks) - 1
-        batches = recalibration_batches(
-            replace(config, recalibrate_bn=recalibrate_bn), test, index
+        recalibrate(
+            model, recalibration_batches(config, test, index, count=recalibrate_bn)
         )
-        recalibrate(model, batches)
         statistics = {
             "recalibrated_batches": recalibrate_bn,
             "batch_size": config.batch_size,
