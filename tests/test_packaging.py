@@ -176,6 +176,30 @@ def test_a_permuted_sequence_is_packaged_with_its_matrix_and_permutations(
     readme = (out / "tiny_pmnist" / "README.md").read_text()
     first_row = " | ".join(f"{100 * a:.2f} %" for a in summary["accuracy_matrix"][0])
     assert f"| task_1 | {first_row} |" in readme
+    # Every task's BatchNorm state ships: with its own, each task scores what the run
+    # measured after the last task (the matrix's last row, the paper's protocol).
+    shipped = card["task_batch_norm"]
+    assert shipped["tasks"] == ["task_1", "task_2"]
+    assert shipped["recalibrated_batches"] == 0
+    np.testing.assert_allclose(
+        list(shipped["keras_test_accuracy"].values()),
+        summary["accuracy_matrix"][-1],
+        atol=1e-6,
+    )
+    tasks = restore_run(run_dir).eval_tasks
+    with pretrained.pretrained_scope():
+        zoo.register_pretrained(
+            "tiny_pmnist",
+            factory="mlp_meta",
+            kwargs=card["kwargs"],
+            directory=out / "tiny_pmnist",
+        )
+        for task, expected in zip(tasks, summary["accuracy_matrix"][-1]):
+            model = zoo.load_pretrained("tiny_pmnist", task=task.name)
+            logits = model.predict(task.test_images(), verbose=0)
+            assert np.mean(logits.argmax(-1) == task.y_test) == pytest.approx(
+                expected, abs=1e-6
+            )
 
 
 def test_an_older_card_is_brought_up_to_date_without_touching_the_model(
@@ -263,6 +287,22 @@ def test_recalibrated_statistics_are_shipped_with_both_accuracies(
     readme = (out / "recal" / "README.md").read_text()
     as_trained = 100 * statistics["keras_test_accuracy_as_trained"]
     assert f"the Keras test accuracy is {as_trained:.2f} %" in readme
+    # The first task's shipped state is re-estimated too, from two of its own
+    # training batches (unpermuted images) under the final weights.
+    assert card["task_batch_norm"]["recalibrated_batches"] == 2
+    first = restored.eval_tasks[0]
+    images = np.concatenate(
+        [
+            x
+            for x, _ in recalibration_batches(
+                restored.config, first, 0, count=2
+            ).as_numpy_iterator()
+        ]
+    )
+    with np.load(out / "recal" / "task_batch_norm.npz") as arrays:
+        mean = arrays["task_1/bn_1/moving_mean"]
+    pre = images.reshape(len(images), -1) @ np.sign(kernel)
+    np.testing.assert_allclose(mean, pre.mean(axis=0), rtol=1e-4, atol=1e-4)
 
 
 def test_package_refuses_a_negative_recalibration(tmp_path, tiny_data_dir, capsys):

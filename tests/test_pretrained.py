@@ -678,3 +678,102 @@ def test_shipped_model_scores_what_its_card_says(factory):
         assert result["keras_accuracy"] == pytest.approx(
             card["results"]["keras_test_accuracy"], abs=SHIPPED_SAMPLE_TOLERANCE
         )
+
+
+def _batch_norm_state(model, shift=0.0):
+    """`{layer name: arrays}` of `model`'s BatchNorm layers, moving means shifted."""
+    return {
+        layer.name: [
+            w.numpy() + (shift if "moving_mean" in w.name else 0.0)
+            for w in layer.weights
+        ]
+        for layer in model.layers
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
+    }
+
+
+def test_every_task_batch_norm_state_ships_and_loads(trained, tmp_path, registry):
+    # A model of tasks learned one after another ships each task's BatchNorm state;
+    # load_pretrained(task=...) gives the model that state, nothing else changes.
+    model, test = trained
+    states = {
+        "task_1": _batch_norm_state(model, 0.5),
+        "task_2": _batch_norm_state(model),
+    }
+    card = zoo.package_pretrained(
+        model,
+        name="tasks",
+        card={**CARD, "task_batch_norm": {"statistics": "saved at each task's end"}},
+        directory=tmp_path,
+        lce=False,
+        verify_data=test,
+        task_batch_norm=states,
+    )
+    assert card["task_batch_norm"] == {
+        "statistics": "saved at each task's end",
+        "file": "task_batch_norm.npz",
+        "tasks": ["task_1", "task_2"],
+    }
+    assert "task_batch_norm.npz" in card["files"]
+    assert (
+        "`zoo.load_pretrained('tasks', task=...)`"
+        in (tmp_path / "tasks" / "README.md").read_text()
+    )
+    zoo.register_pretrained(
+        "tasks", factory="mlp_meta", kwargs=KWARGS, directory=tmp_path / "tasks"
+    )
+    first = zoo.load_pretrained("tasks", task="task_1")
+    for layer in first.layers:
+        if layer.name in states["task_1"]:
+            for weight, expected in zip(layer.weights, states["task_1"][layer.name]):
+                np.testing.assert_array_equal(weight.numpy(), expected)
+    # The same as setting those arrays on the saved model by hand.
+    by_hand = zoo.load_pretrained("tasks")
+    for layer in by_hand.layers:
+        if layer.name in states["task_1"]:
+            layer.set_weights(states["task_1"][layer.name])
+    x = test[0][:16]
+    np.testing.assert_allclose(first(x), by_hand(x), atol=1e-6)
+    assert not np.allclose(first(x), zoo.load_pretrained("tasks")(x), atol=1e-3)
+    np.testing.assert_allclose(
+        zoo.load_pretrained("tasks", task="task_2")(x), model(x), atol=1e-5
+    )
+    built = zoo.pretrained.load_pretrained_weights(
+        zoo.mlp_meta(**KWARGS), "tasks", task="task_1"
+    )
+    np.testing.assert_allclose(built(x), first(x), atol=1e-6)
+    _one_line_error(
+        lambda: zoo.load_pretrained("tasks", task="task_3"),
+        "has no BatchNorm state of task 'task_3'; its tasks are task_1, task_2",
+    )
+
+
+def test_task_batch_norm_errors(trained, packaged, tmp_path, registry):
+    model, test = trained
+    _register_copy(packaged, tmp_path)
+    _one_line_error(
+        lambda: zoo.load_pretrained(NAME, task="task_1"),
+        "ships one BatchNorm state, not one per task",
+    )
+
+    def package(states, card=CARD):
+        zoo.package_pretrained(
+            model,
+            name="x",
+            card=card,
+            directory=tmp_path / "out",
+            lce=False,
+            task_batch_norm=states,
+        )
+
+    state = _batch_norm_state(model)
+    renamed = {f"other_{name}": arrays for name, arrays in state.items()}
+    _one_line_error(lambda: package({"t": renamed}), "should hold the arrays of")
+    short = {name: arrays[:-1] for name, arrays in state.items()}
+    _one_line_error(lambda: package({"t": short}), "should hold arrays of shapes")
+    _one_line_error(lambda: package({"a/b": state}), "task names take letters")
+    _one_line_error(
+        lambda: package(None, card={**CARD, "task_batch_norm": {}}),
+        "no states were given",
+    )
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

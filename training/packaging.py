@@ -12,9 +12,12 @@ so that the pretrained model loads anywhere; its card's hyperparameters say `pre
 A run over tasks learned one after another is measured on its last task (permuted
 MNIST: that task's permuted test images) and its card holds the accuracy matrix and,
 for permuted tasks, the permutation seed, so that users can continue the sequence.
+With per-task BatchNorm (the paper's protocol) the model also ships every task's
+BatchNorm state, the one the run evaluated that task with at its end
+(`zoo.load_pretrained(name, task="task_1")`), and the card each task's accuracy with it.
 `recalibrate_bn=N` (`--recalibrate-bn N`) ships BatchNorm moving statistics re-estimated
-from N training batches of the evaluated task under the final weights instead of those
-the run ended with (beyond the paper: at the paper's width the moving statistics can go
+from N training batches of each task under the final weights instead of those the run
+ended with or saved (beyond the paper: at the paper's width the moving statistics can go
 stale, `benchmarks/bn_drift.py`); the card keeps the accuracy with both.
 
 ```bash
@@ -25,6 +28,7 @@ python -m training package runs/fmnist-stream-m2.5 --name mlp_meta_fashion_mnist
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -32,7 +36,13 @@ from typing import Optional
 import numpy as np
 
 from training.assembly import restore_run
-from training.batchnorm import batch_norm_layers, recalibrate, recalibration_batches
+from training.batchnorm import (
+    TaskBatchNorm,
+    batch_norm_layers,
+    recalibrate,
+    recalibration_batches,
+    uses_task_statistics,
+)
 from training.rundir import RunDirectory
 from zoo import registry
 from zoo.datasets import load_dataset
@@ -55,6 +65,54 @@ def _data_card(dataset, *, test_images: int) -> dict:
         "test_images": int(test_images),
         "note": encoding_note(dataset.name, encoding),
     }
+
+
+def _test_accuracy(model, task) -> float:
+    logits = model.predict(task.test_images(), batch_size=256, verbose=0)
+    return float(np.mean(logits.argmax(-1) == task.y_test))
+
+
+def _task_batch_norm(restored, model, recalibrate_bn: int):
+    """Each task's BatchNorm state, by layer, and the task's test accuracy with it: an
+    earlier task's saved state (its moving statistics re-estimated from
+    `recalibrate_bn` batches of it if positive), the last task's the model's own."""
+    config, tasks = restored.config, restored.eval_tasks
+    last = len(tasks) - 1
+    if last < 1 or not all(
+        uses_task_statistics(config, i, current_task=last, saved=restored.bn_states)
+        for i in range(last)
+    ):
+        return None, None
+    saved = TaskBatchNorm(model, restored.bn_states)
+    states, accuracy = {}, {}
+    for index, task in enumerate(tasks):
+        if index < last:
+            batches = recalibration_batches(config, task, index, count=recalibrate_bn)
+            holding = saved.evaluating(index, batches=batches)
+        else:
+            holding = contextlib.nullcontext()
+        with holding:
+            accuracy[task.name] = round(_test_accuracy(model, task), 6)
+            states[task.name] = {
+                layer.name: layer.get_weights() for layer in batch_norm_layers(model)
+            }
+    if recalibrate_bn:
+        statistics = (
+            "every task's moving statistics re-estimated under the final weights from "
+            f"{recalibrate_bn} of its training batches (beyond the paper); the last row "
+            "of the accuracy matrix gives each task with the statistics saved at its end"
+        )
+    else:
+        statistics = (
+            "each earlier task's state is the one saved at its end (the paper's "
+            "protocol), the last task's the one the run ended with"
+        )
+    card = {
+        "keras_test_accuracy": accuracy,
+        "recalibrated_batches": recalibrate_bn,
+        "statistics": statistics,
+    }
+    return states, card
 
 
 def package_run(
@@ -138,8 +196,7 @@ def package_run(
     if recalibrate_bn:
         if not batch_norm_layers(model):
             raise ValueError(f"{run_dir}'s model has no BatchNorm to recalibrate")
-        logits = model.predict(x_test, batch_size=256, verbose=0)
-        as_trained = float(np.mean(logits.argmax(-1) == test.y_test))
+        as_trained = _test_accuracy(model, test)
         index = len(eval_tasks) - 1
         recalibrate(
             model, recalibration_batches(config, test, index, count=recalibrate_bn)
@@ -154,6 +211,7 @@ def package_run(
             "keras_test_accuracy_as_trained is the accuracy with the statistics the "
             "run ended with",
         }
+    task_states, task_card = _task_batch_norm(restored, model, recalibrate_bn)
     kwargs = {
         "input_shape": tuple(test.x_test.shape[1:]),
         "num_classes": int(model.output_shape[-1]),
@@ -195,6 +253,8 @@ def package_run(
     }
     if statistics:
         card["batch_norm_statistics"] = statistics
+    if task_card:
+        card["task_batch_norm"] = task_card
     if config.protocol == "permuted":
         card["protocol"]["permutations"] = {
             "seed": config.seed,
@@ -211,8 +271,9 @@ def package_run(
             "rows": "after learning each task, the test accuracy of every task",
             "backward_transfer": summary.get("backward_transfer"),
             "batch_norm": "the saved model carries the last task's BatchNorm state; "
-            "the matrix evaluated each finished task with its own saved state"
-            if config.batch_norm == "task"
+            "the matrix evaluated each finished task with its own saved state, "
+            "shipped for every task"
+            if task_card
             else "one BatchNorm state for every task",
         }
     return package_pretrained(
@@ -223,6 +284,7 @@ def package_run(
         verify_data=(x_test, test.y_test),
         lce_samples=lce_samples,
         class_names=dataset.class_names[: kwargs["num_classes"]],  # labels 0..n-1
+        task_batch_norm=task_states,
         overwrite=overwrite,
     )
 

@@ -4,6 +4,9 @@
 
     saved_model/      Keras SavedModel with the float32 latent weights
     model.tflite      Larq Compute Engine flatbuffer (optional)
+    task_batch_norm.npz
+                      the BatchNorm state of every task, for a model of tasks learned
+                      one after another with per-task BatchNorm (optional)
     model_card.json   the model card; its `files` table lists every other file with its
                       size in bytes and its sha256, and `card_sha256` is the sha256 of
                       the card itself (see `card_sha256`)
@@ -32,6 +35,7 @@ __all__ = [
     "FLATBUFFER",
     "REINSTALL_HINT",
     "SAVED_MODEL",
+    "TASK_BATCH_NORM",
     "card_sha256",
     "directory_files",
     "file_sha256",
@@ -48,6 +52,7 @@ SAVED_MODEL = "saved_model"
 FLATBUFFER = "model.tflite"
 CARD = "model_card.json"
 CARD_MARKDOWN = "README.md"
+TASK_BATCH_NORM = "task_batch_norm.npz"
 # The card's field holding the sha256 of the card itself.
 CARD_SHA256 = "card_sha256"
 # How every error about a damaged pretrained model ends.

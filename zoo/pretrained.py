@@ -20,6 +20,7 @@ import zoo
 
 model = zoo.load_pretrained("mlp_meta_fashion_mnist_stream")  # the verified SavedModel
 model = zoo.mlp_meta(pretrained=True)  # the factory's model, pretrained weights copied in
+model = zoo.load_pretrained("mlp_meta_permuted_mnist", task="task_1")  # task 1's BatchNorm
 zoo.register_pretrained("my_mlp", factory="mlp_meta", kwargs={"hidden_units": (512,)},
                         url="https://example.org/my_mlp.tar.gz", sha256="...")
 ```
@@ -45,6 +46,7 @@ from zoo.model_directory import (  # noqa: F401  (re-exported for readers of a m
     FLATBUFFER,
     REINSTALL_HINT,
     SAVED_MODEL,
+    TASK_BATCH_NORM,
     PathType,
     verify_pretrained,
 )
@@ -535,16 +537,25 @@ def _load_saved_model(path: Path) -> tf.keras.Model:
 
 
 def load_pretrained(
-    name: str, *, cache_dir: Optional[PathType] = None
+    name: str, *, task: Optional[str] = None, cache_dir: Optional[PathType] = None
 ) -> tf.keras.Model:
     """Loads a pretrained model's SavedModel, after checking every file's sha256.
 
     The model holds the float32 latent weights and BatchNorm statistics it was saved
     with; it is not compiled: `model.compile(MetaplasticAdam(...), ...)` and `fit` go on
-    training it.
+    training it. A model of tasks learned one after another with per-task BatchNorm
+    (the paper's protocol) is saved with its last task's BatchNorm state and ships
+    every task's (its card's `task_batch_norm`): `task=` gives the model that one, the
+    state its card's accuracy of that task was measured with.
+
+    ```python
+    model = zoo.load_pretrained("mlp_meta_permuted_mnist", task="task_1")
+    ```
 
     # Arguments
         name: a registered pretrained model name (see `pretrained_models`).
+        task: a task name of the card's `task_batch_norm["tasks"]`, for that task's
+            BatchNorm state; default the state the model was saved with.
         cache_dir: where fetched archives are cached (under `metaplastic_zoo/`); default
             `$KERAS_HOME`, else `~/.keras`.
 
@@ -553,21 +564,68 @@ def load_pretrained(
 
     # Raises
         ValueError: if the name is unknown, the model is not shipped and has no URL, the
-            download fails, a file is missing or modified, or the SavedModel does not
-            load.
+            download fails, a file is missing or modified, the SavedModel does not
+            load, or `task` is not one of its tasks.
     """
-    directory, _ = _verified(name, cache_dir)
-    return _load_saved_model(directory / SAVED_MODEL)
+    directory, card = _verified(name, cache_dir)
+    model = _load_saved_model(directory / SAVED_MODEL)
+    if task is not None:
+        _set_task_batch_norm(model, name, directory, card, task)
+    return model
 
 
 def _layers_with_weights(model: tf.keras.Model) -> dict:
     return {layer.name: layer for layer in model.layers if layer.weights}
 
 
+def _weight_name(weight) -> str:
+    """`gamma` for `bn_1/gamma:0`."""
+    return weight.name.split("/")[-1].split(":")[0]
+
+
 def _signature(layer) -> list:
-    return [
-        (w.name.split("/")[-1].split(":")[0], tuple(w.shape)) for w in layer.weights
+    return [(_weight_name(w), tuple(w.shape)) for w in layer.weights]
+
+
+def task_batch_norm_key(task: str, layer: tf.keras.layers.Layer, weight) -> str:
+    """The key of one BatchNorm array of one task in `task_batch_norm.npz`:
+    `task/layer/weight`, e.g. `task_1/bn_1/moving_mean`."""
+    return f"{task}/{layer.name}/{_weight_name(weight)}"
+
+
+def _set_task_batch_norm(
+    model: tf.keras.Model, name: str, directory: Path, card: dict, task: str
+) -> None:
+    """Gives `model` the BatchNorm state shipped for `task`."""
+    tasks = list((card.get("task_batch_norm") or {}).get("tasks") or [])
+    if not tasks:
+        raise ValueError(
+            f"pretrained model {name} ships one BatchNorm state, not one per task; "
+            "load it without `task`"
+        )
+    if task not in tasks:
+        raise ValueError(
+            f"pretrained model {name} has no BatchNorm state of task {task!r}; its "
+            f"tasks are {', '.join(tasks)}"
+        )
+    layers = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
     ]
+    try:
+        with np.load(directory / TASK_BATCH_NORM) as arrays:
+            states = [
+                [arrays[task_batch_norm_key(task, layer, w)] for w in layer.weights]
+                for layer in layers
+            ]
+        for layer, state in zip(layers, states):
+            layer.set_weights(state)
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(
+            f"pretrained model {name}: {TASK_BATCH_NORM} does not fit its model "
+            f"({_first_line(error)}); {REINSTALL_HINT}"
+        ) from None
 
 
 def matching_layers(
@@ -609,7 +667,11 @@ def matching_layers(
 
 
 def load_pretrained_weights(
-    model: tf.keras.Model, name: str, *, cache_dir: Optional[PathType] = None
+    model: tf.keras.Model,
+    name: str,
+    *,
+    task: Optional[str] = None,
+    cache_dir: Optional[PathType] = None,
 ) -> tf.keras.Model:
     """Copies a pretrained model's weights into `model`, layer by layer (by name).
 
@@ -617,6 +679,7 @@ def load_pretrained_weights(
         model: a model of the pretrained model's architecture (same layer names, weight
             names and shapes), e.g. from its factory.
         name: a registered pretrained model name.
+        task: see `load_pretrained`.
         cache_dir: see `load_pretrained`.
 
     # Returns
@@ -625,7 +688,7 @@ def load_pretrained_weights(
     # Raises
         ValueError: as `load_pretrained`, or if the layers do not match.
     """
-    source = load_pretrained(name, cache_dir=cache_dir)
+    source = load_pretrained(name, task=task, cache_dir=cache_dir)
     for source_layer, target_layer in matching_layers(
         source, model, what=f"pretrained model {name}"
     ):

@@ -41,6 +41,7 @@ from zoo.model_directory import (
     CARD_SHA256,
     FLATBUFFER,
     SAVED_MODEL,
+    TASK_BATCH_NORM,
     PathType,
     directory_files,
     file_sha256,
@@ -118,6 +119,47 @@ def _check_class_names(class_names, model: tf.keras.Model) -> None:
             f"{len(class_names)} class_names for a model with "
             f"{model.output_shape[-1]} outputs; pass one name per output"
         )
+
+
+def _task_batch_norm_arrays(states, model: tf.keras.Model) -> dict:
+    """`task_batch_norm` checked against `model`'s BatchNorm layers, as the arrays of
+    `TASK_BATCH_NORM` (keys `zoo.pretrained.task_batch_norm_key`)."""
+    layers = {
+        layer.name: layer
+        for layer in model.layers
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
+    }
+    if not isinstance(states, Mapping) or not states or not layers:
+        raise ValueError(
+            "`task_batch_norm` should map task names to {BatchNorm layer name: arrays} "
+            f"of a model with BatchNorm, got {type(states).__name__} for a model with "
+            f"{len(layers)} BatchNorm layers"
+        )
+    arrays = {}
+    for task, state in states.items():
+        try:
+            pretrained.check_pretrained_name(task)  # a file-name-safe key part
+        except ValueError:
+            raise ValueError(
+                "`task_batch_norm` task names take letters, digits, '_', '-' and '.', "
+                f"got {task!r}"
+            ) from None
+        if not isinstance(state, Mapping) or set(state) != set(layers):
+            raise ValueError(
+                f"`task_batch_norm[{task!r}]` should hold the arrays of the BatchNorm "
+                f"layers {sorted(layers)}, got {sorted(state) if isinstance(state, Mapping) else state!r}"
+            )
+        for name, layer in layers.items():
+            values = [np.asarray(v, np.float32) for v in state[name]]
+            expected = [tuple(w.shape) for w in layer.weights]
+            if [v.shape for v in values] != expected:
+                raise ValueError(
+                    f"`task_batch_norm[{task!r}][{name!r}]` should hold arrays of shapes "
+                    f"{expected}, got {[v.shape for v in values]}"
+                )
+            for weight, value in zip(layer.weights, values):
+                arrays[pretrained.task_batch_norm_key(task, layer, weight)] = value
+    return arrays
 
 
 def _lce_version() -> Optional[str]:
@@ -207,6 +249,36 @@ def _sequence_lines(sequence: Optional[Mapping[str, Any]]) -> list:
     return lines + [""]
 
 
+def _task_batch_norm_lines(card: Mapping[str, Any]) -> list:
+    """Each task's accuracy with the BatchNorm state shipped for it, as markdown."""
+    shipped = card.get("task_batch_norm")
+    if not shipped:
+        return []
+    accuracy = shipped.get("keras_test_accuracy") or {}
+    lines = [
+        f"`{TASK_BATCH_NORM}` holds the BatchNorm state of every task "
+        f"({', '.join(shipped['tasks'])}): `zoo.load_pretrained({card['name']!r}, "
+        "task=...)` loads the model with that task's; the SavedModel and "
+        f"`{FLATBUFFER}` carry {shipped['tasks'][-1]}'s. "
+        + (
+            f"BatchNorm states: {shipped['statistics']}."
+            if shipped.get("statistics")
+            else ""
+        ),
+        "",
+    ]
+    if accuracy:
+        lines += [
+            "Keras test accuracy of every task with its own BatchNorm state:",
+            "",
+            "| " + " | ".join(accuracy) + " |",
+            "|" + "---|" * len(accuracy),
+            "| " + " | ".join(_percent(a) for a in accuracy.values()) + " |",
+            "",
+        ]
+    return lines
+
+
 def _markdown_card(card: dict, sizes: dict) -> str:
     results = card["results"]
     lce = results.get("lce") or {}
@@ -293,6 +365,7 @@ def _markdown_card(card: dict, sizes: dict) -> str:
             else []
         ),
         *_sequence_lines(card.get("sequence")),
+        *_task_batch_norm_lines(card),
         "Training command:",
         "",
         "```bash",
@@ -317,6 +390,7 @@ def package_pretrained(
     verify_data: Optional[tuple] = None,
     lce_samples: Optional[int] = None,
     class_names: Optional[Sequence[str]] = None,
+    task_batch_norm: Optional[Mapping[str, Mapping[str, Sequence[Any]]]] = None,
     overwrite: bool = False,
 ) -> dict:
     """Writes a pretrained model directory: SavedModel, LCE flatbuffer, model cards.
@@ -330,6 +404,10 @@ def package_pretrained(
     every other file's size and sha256, then the card's own sha256
     (`zoo.model_directory.card_sha256`). A card's `data` (`source`, `note`: on which
     copy of the dataset the accuracies were measured) is shown in its markdown.
+    A model of tasks learned one after another with per-task BatchNorm also ships
+    every task's BatchNorm state (`task_batch_norm`), in `task_batch_norm.npz`, which
+    `zoo.load_pretrained(name, task=...)` reads; the card's `task_batch_norm` lists
+    its tasks (and keeps what the given card says of them, e.g. accuracies).
     Nothing is left behind on failure.
 
     # Arguments
@@ -347,6 +425,9 @@ def package_pretrained(
             a time, slow on x86): a class-stratified sample drawn with seed
             `LCE_SAMPLE_SEED` (see `zoo.datasets.stratified_sample`); default all.
         class_names: the name of each label, in label order (default: the labels).
+        task_batch_norm: `{task name: {BatchNorm layer name: its arrays}}`, the arrays
+            in the order of the layer's weights (`layer.get_weights()`), the last task
+            being the one `model` holds; default none.
         overwrite: replace an existing `directory/name/`.
 
     # Returns
@@ -354,8 +435,8 @@ def package_pretrained(
 
     # Raises
         ValueError: for an invalid name or card, a model that does not match the card's
-            factory and kwargs, invalid `verify_data`, or an existing directory without
-            `overwrite`.
+            factory and kwargs, invalid `verify_data` or `task_batch_norm`, or an
+            existing directory without `overwrite`.
     """
     pretrained.check_pretrained_name(name)
     if not isinstance(card, Mapping):
@@ -382,6 +463,14 @@ def package_pretrained(
     if verify_data is not None:
         verify_data = _check_verify_data(verify_data, model)
     _check_class_names(class_names, model)
+    task_arrays = None
+    if task_batch_norm is not None:
+        task_arrays = _task_batch_norm_arrays(task_batch_norm, model)
+    elif "task_batch_norm" in card:
+        raise ValueError(
+            "the model card has `task_batch_norm` but no states were given; pass "
+            "task_batch_norm= or remove it from `card`"
+        )
     target = Path(directory).expanduser() / name
     if target.exists() and not overwrite:
         raise ValueError(f"{target} exists; pass overwrite=True to replace it")
@@ -393,6 +482,12 @@ def package_pretrained(
     }
     written["kwargs"] = _jsonable(card["kwargs"])
     written["usage"] = _usage(model, class_names, verify_data)
+    if task_arrays is not None:
+        written["task_batch_norm"] = {
+            **_jsonable(card.get("task_batch_norm") or {}),
+            "file": TASK_BATCH_NORM,
+            "tasks": list(task_batch_norm),
+        }
     results = {"keras_test_accuracy": None, "test_samples": None, "lce": None}
     partial = target.parent / f".{name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -401,6 +496,8 @@ def package_pretrained(
         with quiet_tensorflow():
             model.save(partial / SAVED_MODEL, include_optimizer=False, save_format="tf")
         shutil.rmtree(partial / SAVED_MODEL / "assets", ignore_errors=True)  # empty
+        if task_arrays is not None:
+            np.savez(partial / TASK_BATCH_NORM, **task_arrays)
         if verify_data is not None:
             x, y = verify_data
             logits = model.predict(x, batch_size=256, verbose=0)
