@@ -232,6 +232,20 @@ def _per_class_accuracy(predicted, y, class_names, num_classes: int) -> dict:
     }
 
 
+def _accuracy_row(title: str, accuracy: Mapping[str, float]) -> list:
+    """`title:` then a one-row markdown table of accuracies, by name; none if empty."""
+    if not accuracy:
+        return []
+    return [
+        f"{title}:",
+        "",
+        "| " + " | ".join(accuracy) + " |",
+        "|" + "---|" * len(accuracy),
+        "| " + " | ".join(_percent(a) for a in accuracy.values()) + " |",
+        "",
+    ]
+
+
 def _sequence_lines(sequence: Optional[Mapping[str, Any]]) -> list:
     """The accuracy matrix of a model trained on a sequence of tasks, as markdown."""
     if not sequence:
@@ -267,16 +281,9 @@ def _task_batch_norm_lines(card: Mapping[str, Any]) -> list:
         ),
         "",
     ]
-    if accuracy:
-        lines += [
-            "Keras test accuracy of every task with its own BatchNorm state:",
-            "",
-            "| " + " | ".join(accuracy) + " |",
-            "|" + "---|" * len(accuracy),
-            "| " + " | ".join(_percent(a) for a in accuracy.values()) + " |",
-            "",
-        ]
-    return lines
+    return lines + _accuracy_row(
+        "Keras test accuracy of every task with its own BatchNorm state", accuracy
+    )
 
 
 def _markdown_card(card: dict, sizes: dict) -> str:
@@ -352,18 +359,7 @@ def _markdown_card(card: dict, sizes: dict) -> str:
         "|---|---|",
         *(f"| {key} | {value} |" for key, value in rows),
         "",
-        *(
-            [
-                "Keras test accuracy per class:",
-                "",
-                "| " + " | ".join(per_class) + " |",
-                "|" + "---|" * len(per_class),
-                "| " + " | ".join(_percent(a) for a in per_class.values()) + " |",
-                "",
-            ]
-            if per_class
-            else []
-        ),
+        *_accuracy_row("Keras test accuracy per class", per_class),
         *_sequence_lines(card.get("sequence")),
         *_task_batch_norm_lines(card),
         "Training command:",
