@@ -5,7 +5,9 @@ with its factory's `pretrained=True` / `weights=NAME` (sha256-verified), evaluat
 Keras model on its dataset's whole test split, runs the shipped LCE flatbuffer
 (`model.tflite`) on the same images with LCE's interpreter, and compares both with the
 accuracies the model card states. A model trained on permuted tasks is measured on
-its last task's permuted test images, rebuilt from the card's permutation seed.
+its last task's permuted test images, rebuilt from the card's permutation seed; one
+that ships every task's BatchNorm state (its card's `task_batch_norm`) also on every
+task's, with that task's state (`zoo.load_pretrained(name, task=...)`, Keras only).
 `--samples N` measures a seeded, class-stratified sample of N test images instead
 (`zoo.datasets.stratified_sample`, `--seed`), never the first N. Prints a markdown
 table and writes JSON to `benchmarks/results/pretrained.json` with, per model, what
@@ -47,16 +49,38 @@ def _bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _tasks(card: dict, data) -> list | None:
+    """The permuted tasks of a card (from its seed), or `None`."""
+    protocol = card.get("protocol") or {}
+    if "permutations" not in protocol:
+        return None
+    return permuted_tasks(
+        data, num_tasks=protocol["tasks"], seed=protocol["permutations"]["seed"]
+    )
+
+
 def test_images(card: dict, data) -> tuple:
     """The test images and labels a pretrained model is measured on: its dataset's, or
     for permuted tasks its last task's permuted ones (from the card's seed)."""
-    protocol = card.get("protocol") or {}
-    if "permutations" not in protocol:
+    tasks = _tasks(card, data)
+    if tasks is None:
         return data.x_test, data.y_test
-    tasks = permuted_tasks(
-        data, num_tasks=protocol["tasks"], seed=protocol["permutations"]["seed"]
-    )
     return tasks[-1].test_images(), tasks[-1].y_test
+
+
+def task_accuracies(name: str, card: dict, data) -> dict | None:
+    """Keras test accuracy of every permuted task of a model that ships every task's
+    BatchNorm state, each with its own, by task name; `None` for other models."""
+    shipped = (card.get("task_batch_norm") or {}).get("tasks")
+    tasks = _tasks(card, data)
+    if not shipped or tasks is None:
+        return None
+    accuracies = {}
+    for task in tasks:
+        model = pretrained.load_pretrained(name, task=task.name)
+        logits = model.predict(task.test_images(), batch_size=256, verbose=0)
+        accuracies[task.name] = float((logits.argmax(-1) == task.y_test).mean())
+    return accuracies
 
 
 def card_summary(card: dict) -> dict:
@@ -110,6 +134,7 @@ def measure(
         samples=samples,
         seed=seed,
     )
+    tasks = task_accuracies(name, card, data)
     return {
         "name": name,
         "factory": call,
@@ -124,6 +149,13 @@ def measure(
         "max_abs_logit_diff": result["max_abs_logit_diff"],
         "card_keras_accuracy": card["results"]["keras_test_accuracy"],
         "card_lce_accuracy": (card["results"].get("lce") or {}).get("test_accuracy"),
+        "task_accuracy": tasks,
+        "mean_task_accuracy": None
+        if tasks is None
+        else sum(tasks.values()) / len(tasks),
+        "card_task_accuracy": (card.get("task_batch_norm") or {}).get(
+            "keras_test_accuracy"
+        ),
         "seconds": round(time.perf_counter() - started, 1),
         "card": card_summary(card),
         "bytes": {

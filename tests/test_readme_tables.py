@@ -183,3 +183,11 @@ def test_pretrained_table_says_how_each_model_was_trained_and_measured():
         "Note: The cifar10 images of x.tar.gz are a JPEG quality 75 copy."
     )
     assert "Not measured yet" in readme_tables.render_pretrained(None)
+    # A model shipping every task's BatchNorm state: the mean over its tasks too.
+    tasks = {"task_1": 0.9, "task_2": 0.96}
+    row = {**row, "task_accuracy": tasks, "mean_task_accuracy": 0.93}
+    lines = readme_tables.render_pretrained({**record, "rows": [row]}).splitlines()
+    assert (
+        "| 97.12 % (1,000 of 10,000 test images); its 2 tasks, each with its own "
+        "BatchNorm state (`task=`): mean 93.00 % |" in lines[2]
+    )

@@ -600,6 +600,12 @@ def render_pretrained(record: Mapping[str, Any] | None) -> str:
             else f" ({row['samples']:,} of {row['total']:,} test images)"
         )
         sizes = row["bytes"]
+        tasks = row.get("task_accuracy")
+        if tasks:  # every task with its own BatchNorm state
+            images += (
+                f"; its {len(tasks)} tasks, each with its own BatchNorm state "
+                f"(`task=`): mean {_percent(row['mean_task_accuracy'], 2)} %"
+            )
         lines.append(
             _row(
                 [
