@@ -20,7 +20,7 @@ import zoo
 
 model = zoo.load_pretrained("mlp_meta_fashion_mnist_stream")  # the verified SavedModel
 model = zoo.mlp_meta(pretrained=True)  # the factory's model, pretrained weights copied in
-model = zoo.load_pretrained("mlp_meta_permuted_mnist", task="task_1")  # task 1's BatchNorm
+model = zoo.load_pretrained("my_pmnist", task="task_1")  # a permuted-MNIST model: task 1's BN
 zoo.register_pretrained("my_mlp", factory="mlp_meta", kwargs={"hidden_units": (512,)},
                         url="https://example.org/my_mlp.tar.gz", sha256="...")
 ```
@@ -549,7 +549,7 @@ def load_pretrained(
     state its card's accuracy of that task was measured with.
 
     ```python
-    model = zoo.load_pretrained("mlp_meta_permuted_mnist", task="task_1")
+    model = zoo.load_pretrained("my_pmnist", task="task_1")  # a permuted-MNIST model
     ```
 
     # Arguments
