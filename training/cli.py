@@ -1,4 +1,4 @@
-"""Command line: `python -m training {train,permuted,sequence,stream,package} ...`.
+"""Command line: `python -m training {train,permuted,sequence,stream,paper,package,status}`.
 
 A thin layer over `training.runner.run`: every option is a `RunConfig` field, and the
 defaults are the paper's settings for the protocol and dataset
@@ -11,6 +11,8 @@ another process, a NaN loss) are one line on standard error and exit code 2; war
 (`training.paper`). `package RUN_DIR --name NAME` turns a finished run into a pretrained
 model (`training.packaging.package_run`); `package saved_models/NAME` brings a
 pretrained model's card up to date (`training.packaging.refresh_pretrained`).
+`status [PATH ...]` says which run directories finished, are running or stopped, and
+how far (`training.status`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from training.packaging import package_run, refresh_pretrained
 from training.protocols import STREAM_SPLITS
 from training.rundir import RunDirectory
 from training.runner import RunWarning, run
+from training.status import find_run_directories, format_statuses, run_status
 from zoo import registry
 from zoo.datasets import canonical_name
 from zoo.precision import PRECISIONS
@@ -327,11 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="ship BatchNorm statistics re-estimated from N training batches of the "
-        "evaluated task (beyond the paper; the card keeps both accuracies); default 0: "
-        "the statistics the run ended with",
+        help="ship BatchNorm statistics re-estimated from N training batches of "
+        "each task (beyond the paper; the card keeps both accuracies); default 0: "
+        "the statistics the run ended with or saved",
     )
     p.add_argument("--overwrite", action="store_true", help="replace NAME/")
+    help_text = "say which runs finished, are running or stopped, and how far"
+    p = commands.add_parser("status", help=help_text, description=help_text)
+    p.add_argument(
+        "paths",
+        nargs="*",
+        default=["runs"],
+        metavar="PATH",
+        help="run directories, or folders to search for them (default runs)",
+    )
     return parser
 
 
@@ -459,6 +471,20 @@ def _strategy(name: str) -> tf.distribute.Strategy | None:
     return None
 
 
+def _status(args: argparse.Namespace) -> int:
+    try:
+        directories = [d for path in args.paths for d in find_run_directories(path)]
+        statuses = [run_status(directory) for directory in directories]
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not statuses:
+        print(f"no run directories under {', '.join(args.paths)}")
+        return 0
+    print(format_statuses(statuses))
+    return 0
+
+
 def _package(args: argparse.Namespace) -> int:
     pretrained_dir = (Path(args.run_dir) / "model_card.json").is_file()
     if not pretrained_dir and not args.name:
@@ -505,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "package":
         return _package(args)
+    if args.command == "status":
+        return _status(args)
     try:
         config = config_from_args(args)
         with quiet_logs(), run_warnings():

@@ -239,6 +239,39 @@ class RunDirectory:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
+    def holder(self) -> str | None:
+        """Who is writing the run now, read from `run.lock` without taking the lock:
+        `"pid 12 on host since ..."`, or `None` if nobody (a lock left by a process
+        of this host that no longer exists counts as nobody)."""
+        try:
+            text = self.lock_path.read_text().strip()
+        except OSError:
+            return None
+        if not text:
+            return None
+        try:
+            holder = json.loads(text)
+            pid, host = int(holder["pid"]), holder["host"]
+        except (ValueError, KeyError, TypeError):
+            return _describe_holder(text)
+        if host == socket.gethostname():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None
+            except PermissionError:
+                pass  # alive, another user's
+        return _describe_holder(text)
+
+    def last_epoch_seconds(self) -> float | None:
+        """Seconds between the ends of the last two saved epochs (from their progress
+        files), or `None` with fewer than two."""
+        ends = sorted(
+            path.stat().st_mtime
+            for path in self.checkpoint_dir.glob(f"epoch-*.{PROGRESS_FILE}")
+        )
+        return ends[-1] - ends[-2] if len(ends) >= 2 else None
+
     def read_config(self) -> RunConfig:
         """The run's configuration, from `config.json`.
 
