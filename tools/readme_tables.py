@@ -312,7 +312,7 @@ def render_reproduction(
         by_experiment.setdefault(record["experiment"], []).append(record)
     lines = [
         "| experiment | the paper's setting | ours: scale, precision | seeds | "
-        "final mean accuracy | the paper's value | wall time |",
+        "final mean accuracy | the paper's value | wall time, seeds summed |",
         "|---|---|---|---|---|---|---|",
     ]
     known = [entry["experiment"] for entry in catalog]
