@@ -48,7 +48,6 @@ import math
 import os
 import platform
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -72,6 +71,7 @@ from tools import readme_tables  # noqa: E402
 from training import paper  # noqa: E402
 from training.config import RunConfig  # noqa: E402
 from training.rundir import RunDirectory  # noqa: E402
+from training.status import planned_epochs  # noqa: E402
 from zoo.precision import PRECISIONS  # noqa: E402
 
 __all__ = [
@@ -219,35 +219,6 @@ def run_dir_of(name: str, run: str, scale: str, seed: int, runs_root: Path) -> P
     return Path(runs_root) / owner / scale / f"{owner_run}-seed{seed}"
 
 
-def total_epochs(config: RunConfig) -> int:
-    """The epochs of a finished run of `config`."""
-    if config.joint:
-        tasks = 1
-    elif config.protocol == "sequence":
-        tasks = len(config.datasets)
-    else:
-        tasks = config.num_tasks
-    return tasks * config.epochs
-
-
-def _holder(directory: RunDirectory) -> str | None:
-    """`"pid N on HOST"` if a live process holds the run directory, else `None` (read
-    from `run.lock`, never by taking the lock)."""
-    try:
-        holder = json.loads(directory.lock_path.read_text() or "null")
-        pid, host = int(holder["pid"]), holder["host"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-    return f"pid {pid} on {host}"
-
-
 def run_status(run_dir: Path) -> dict:
     """What a run directory holds.
 
@@ -266,7 +237,7 @@ def run_status(run_dir: Path) -> dict:
     if not directory.config_path.exists():
         return {"status": "missing"}
     config = directory.read_config()
-    total = total_epochs(config)
+    total = planned_epochs(config)
     progress = directory.load_progress()
     completed = progress.completed_epochs if progress else 0
     if directory.summary_path.exists() and completed >= total:
@@ -286,7 +257,7 @@ def run_status(run_dir: Path) -> dict:
         "completed_epochs": completed,
         "total_epochs": total,
         "wall_time_s": round(progress.wall_time, 1) if progress else 0.0,
-        "running": _holder(directory),
+        "running": directory.holder(),
     }
 
 
