@@ -64,6 +64,15 @@ def test_a_stopped_run_and_its_pace(finished_run, tmp_path):
     assert status.remaining_s == pytest.approx(2 * 42.0)
 
 
+def test_damaged_progress_is_a_state_not_an_error(finished_run, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(finished_run, damaged)
+    (damaged / "summary.json").unlink()
+    (damaged / "checkpoint" / "progress.json").write_text("{not json")
+    status = run_status(damaged)
+    assert (status.state, status.planned_epochs) == ("damaged", 4)
+
+
 def test_running_means_a_live_process_holds_the_lock(finished_run, tmp_path):
     directory = RunDirectory(tmp_path / "live")
     shutil.copytree(finished_run, directory.path)

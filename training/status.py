@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.config import RunConfig
-from training.rundir import CONFIG_FILE, RunDirectory
+from training.rundir import CONFIG_FILE, RunDirectory, RunDirectoryError
 
 __all__ = [
     "RunStatus",
@@ -46,8 +46,9 @@ class RunStatus:
     # Arguments
         path: the run directory.
         state: `"finished"` (it has `summary.json`), `"running"` (a live process
-            holds its lock), `"stopped"` (epochs done, nobody running it) or
-            `"not started"`.
+            holds its lock), `"stopped"` (epochs done, nobody running it), `"not
+            started"` or `"damaged"` (its last progress files cannot be read: its
+            command resumes from the newest intact epoch, `RunDirectory.resume_point`).
         completed_epochs: epochs completed, over every task.
         planned_epochs: epochs the whole run trains (`planned_epochs`).
         wall_time_s: training time so far, over every invocation (while a process
@@ -98,7 +99,10 @@ def run_status(path: str | os.PathLike) -> RunStatus:
             planned,
             float(summary.get("wall_time_s", 0.0)),
         )
-    progress = directory.load_progress()
+    try:
+        progress = directory.load_progress()
+    except RunDirectoryError:  # resuming falls back on the newest intact epoch
+        return RunStatus(directory.path, "damaged", 0, planned, 0.0, holder=holder)
     completed = 0 if progress is None else progress.completed_epochs
     last = directory.last_epoch_seconds()
     if holder is not None:
@@ -158,11 +162,11 @@ def format_statuses(statuses: list[RunStatus]) -> str:
             f"| {s.path} | {state} | {s.completed_epochs}/{s.planned_epochs} | "
             f"{_hours(s.wall_time_s)} | {last or '—'} | {left} |"
         )
-    stopped = [s for s in statuses if s.state == "stopped"]
+    stopped = [s for s in statuses if s.state in ("stopped", "damaged")]
     if stopped:
         lines += [
             "",
-            f"{len(stopped)} stopped: run each one's command again to resume it from "
-            "its last completed epoch.",
+            f"{len(stopped)} stopped or damaged: run each one's command again to "
+            "resume it from its last intact epoch.",
         ]
     return "\n".join(lines)
