@@ -772,6 +772,11 @@ def test_task_batch_norm_errors(trained, packaged, tmp_path, registry):
     short = {name: arrays[:-1] for name, arrays in state.items()}
     _one_line_error(lambda: package({"t": short}), "should hold arrays of shapes")
     _one_line_error(lambda: package({"a/b": state}), "task names take letters")
+    shifted = _batch_norm_state(model, 0.5)
+    _one_line_error(
+        lambda: package({"a": state, "b": shifted}),
+        "last task, 'b', should be the state the model holds",
+    )
     _one_line_error(
         lambda: package(None, card={**CARD, "task_batch_norm": {}}),
         "no states were given",

@@ -145,9 +145,10 @@ def _task_batch_norm_arrays(states, model: tf.keras.Model) -> dict:
                 f"got {task!r}"
             ) from None
         if not isinstance(state, Mapping) or set(state) != set(layers):
+            got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             raise ValueError(
                 f"`task_batch_norm[{task!r}]` should hold the arrays of the BatchNorm "
-                f"layers {sorted(layers)}, got {sorted(state) if isinstance(state, Mapping) else state!r}"
+                f"layers {sorted(layers)}, got {got}"
             )
         for name, layer in layers.items():
             values = [np.asarray(v, np.float32) for v in state[name]]
@@ -159,6 +160,16 @@ def _task_batch_norm_arrays(states, model: tf.keras.Model) -> dict:
                 )
             for weight, value in zip(layer.weights, values):
                 arrays[pretrained.task_batch_norm_key(task, layer, weight)] = value
+    last = list(states)[-1]  # the card says the model carries the last task's state
+    for layer in layers.values():
+        for weight in layer.weights:
+            key = pretrained.task_batch_norm_key(last, layer, weight)
+            if not np.array_equal(arrays[key], weight.numpy().astype(np.float32)):
+                raise ValueError(
+                    f"`task_batch_norm`'s last task, {last!r}, should be the state the "
+                    f"model holds, but its {key} differs; give the model that state or "
+                    "put its task last"
+                )
     return arrays
 
 
