@@ -42,6 +42,7 @@ def test_a_finished_run(finished_run):
     assert status.state == "finished" and status.holder is None
     assert status.completed_epochs == status.planned_epochs == summary["epochs"] == 4
     assert status.wall_time_s == pytest.approx(summary["wall_time_s"])
+    assert status.accuracy == pytest.approx(summary["mean_accuracy"])
 
 
 def test_a_stopped_run_and_its_pace(finished_run, tmp_path):
@@ -62,6 +63,9 @@ def test_a_stopped_run_and_its_pace(finished_run, tmp_path):
     assert (status.completed_epochs, status.planned_epochs) == (4, 6)
     assert status.last_epoch_s == pytest.approx(42.0)
     assert status.remaining_s == pytest.approx(2 * 42.0)
+    # The accuracy of the task being learned (task_2) at the last epoch.
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert status.accuracy == pytest.approx(summary["final_accuracy"]["task_2"])
 
 
 def test_damaged_progress_is_a_state_not_an_error(finished_run, tmp_path):
@@ -98,8 +102,11 @@ def test_status_command(finished_run, tmp_path, capsys):
     assert find_run_directories(tmp_path / "runs") == [started]
     assert main(["status", str(finished_run), str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    assert f"| {finished_run} | finished | 4/4 |" in out
-    assert f"| {started} | not started | 0/4 |" in out
+    accuracy = 100 * run_status(finished_run).accuracy
+    assert (
+        f"| {finished_run} | finished | 4/4 | {accuracy:.2f} % (mean, final) |" in out
+    )
+    assert f"| {started} | not started | 0/4 | — |" in out
     assert main(["status", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
     assert "does not exist" in error and error.count("\n") == 1

@@ -4,8 +4,9 @@ Runs resume exactly, so a long one spans sessions: the processes of a session en
 it, and the next one starts by asking which runs stopped and restarting them (the same
 command resumes each from its last completed epoch). `python -m training status` lists
 every run directory under `runs/` (or the given ones) with its state, its epochs done
-of those planned, its training time, the duration of its last epoch and, at that pace,
-the time left. Nothing is locked or written: reading a running run is safe.
+of those planned, its test accuracy (final, or of the task being learned), its training
+time, the duration of its last epoch and, at that pace, the time left. Nothing is
+locked or written: reading a running run is safe.
 
 ```bash
 python -m training status                      # every run directory under runs/
@@ -56,6 +57,9 @@ class RunStatus:
         last_epoch_s: duration of the last completed epoch, if two were saved.
         remaining_s: `last_epoch_s` times the epochs left, if known.
         holder: the process writing it (pid, host, start), when running.
+        accuracy: a finished run's final mean test accuracy over its tasks; else the
+            test accuracy of the task being learned at the last epoch that evaluated
+            it (with the run's live BatchNorm state).
     """
 
     path: Path
@@ -66,6 +70,17 @@ class RunStatus:
     last_epoch_s: float | None = None
     remaining_s: float | None = None
     holder: str | None = None
+    accuracy: float | None = None
+
+
+def _current_accuracy(rows: list[dict]) -> float | None:
+    """The test accuracy of the task being learned, from the newest metric row that
+    has it (`acc/<task>`)."""
+    for row in reversed(rows):
+        value = row.get(f"acc/{row.get('task')}")
+        if value not in (None, ""):
+            return float(value)
+    return None
 
 
 def planned_epochs(config: RunConfig) -> int:
@@ -98,6 +113,7 @@ def run_status(path: str | os.PathLike) -> RunStatus:
             int(summary.get("epochs", planned)),
             planned,
             float(summary.get("wall_time_s", 0.0)),
+            accuracy=summary.get("mean_accuracy"),
         )
     try:
         progress = directory.load_progress()
@@ -118,6 +134,7 @@ def run_status(path: str | os.PathLike) -> RunStatus:
         last,
         None if last is None else last * max(planned - completed, 0),
         holder,
+        None if progress is None else _current_accuracy(progress.rows),
     )
 
 
@@ -150,17 +167,20 @@ def _hours(seconds: float | None) -> str:
 def format_statuses(statuses: list[RunStatus]) -> str:
     """A markdown table of `statuses`, then how to resume the stopped ones."""
     lines = [
-        "| run directory | state | epochs | training time | last epoch | left at "
-        "that pace |",
-        "|---|---|---|---|---|---|",
+        "| run directory | state | epochs | test accuracy | training time | last "
+        "epoch | left at that pace |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in statuses:
         state = s.state + (f" ({s.holder})" if s.holder else "")
         last = None if s.last_epoch_s is None else f"{s.last_epoch_s:.0f} s"
         left = "—" if s.state == "finished" else _hours(s.remaining_s)
+        accuracy = "—" if s.accuracy is None else f"{100 * s.accuracy:.2f} %"
+        if s.accuracy is not None:
+            accuracy += " (mean, final)" if s.state == "finished" else " (current task)"
         lines.append(
             f"| {s.path} | {state} | {s.completed_epochs}/{s.planned_epochs} | "
-            f"{_hours(s.wall_time_s)} | {last or '—'} | {left} |"
+            f"{accuracy} | {_hours(s.wall_time_s)} | {last or '—'} | {left} |"
         )
     stopped = [s for s in statuses if s.state in ("stopped", "damaged")]
     if stopped:
