@@ -95,7 +95,7 @@ def test_running_means_a_live_process_holds_the_lock(finished_run, tmp_path):
     assert run_status(directory.path).holder is None
 
 
-def test_status_command(finished_run, tmp_path, capsys):
+def test_status_command(finished_run, tmp_path, capsys, monkeypatch):
     started = tmp_path / "runs" / "empty"
     started.mkdir(parents=True)
     shutil.copy(finished_run / "config.json", started / "config.json")
@@ -110,3 +110,7 @@ def test_status_command(finished_run, tmp_path, capsys):
     assert main(["status", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
     assert "does not exist" in error and error.count("\n") == 1
+    # Without paths: runs/ of the working directory, none yet on a fresh checkout.
+    monkeypatch.chdir(tmp_path / "runs")
+    assert main(["status"]) == 0
+    assert "no run directories under runs" in capsys.readouterr().out

@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "paths",
         nargs="*",
-        default=["runs"],
+        default=None,
         metavar="PATH",
         help="run directories, or folders to search for them (default runs)",
     )
@@ -472,14 +472,20 @@ def _strategy(name: str) -> tf.distribute.Strategy | None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    paths = args.paths or ["runs"]
     try:
-        directories = [d for path in args.paths for d in find_run_directories(path)]
+        directories = [
+            directory
+            for path in paths
+            if args.paths or Path(path).exists()  # no runs/ yet: nothing to list
+            for directory in find_run_directories(path)
+        ]
         statuses = [run_status(directory) for directory in directories]
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not statuses:
-        print(f"no run directories under {', '.join(args.paths)}")
+        print(f"no run directories under {', '.join(paths)}")
         return 0
     print(format_statuses(statuses))
     return 0
