@@ -68,16 +68,18 @@ def test_images(card: dict, data) -> tuple:
     return tasks[-1].test_images(), tasks[-1].y_test
 
 
-def task_accuracies(name: str, card: dict, data) -> dict | None:
+def task_accuracies(model, directory: Path, card: dict, data) -> dict | None:
     """Keras test accuracy of every permuted task of a model that ships every task's
-    BatchNorm state, each with its own, by task name; `None` for other models."""
+    BatchNorm state, each with its own (`zoo.pretrained.set_task_batch_norm`), by task
+    name; `None` for other models. `model` ends with the last task's state, the one
+    it was saved with."""
     shipped = (card.get("task_batch_norm") or {}).get("tasks")
     tasks = _tasks(card, data)
     if not shipped or tasks is None:
         return None
     accuracies = {}
     for task in tasks:
-        model = pretrained.load_pretrained(name, task=task.name)
+        pretrained.set_task_batch_norm(model, directory, task.name)
         logits = model.predict(task.test_images(), batch_size=256, verbose=0)
         accuracies[task.name] = float((logits.argmax(-1) == task.y_test).mean())
     return accuracies
@@ -134,7 +136,7 @@ def measure(
         samples=samples,
         seed=seed,
     )
-    tasks = task_accuracies(name, card, data)
+    tasks = task_accuracies(model, directory, card, data)
     return {
         "name": name,
         "factory": call,

@@ -742,6 +742,13 @@ def test_every_task_batch_norm_state_ships_and_loads(trained, tmp_path, registry
         zoo.mlp_meta(**KWARGS), "tasks", task="task_1"
     )
     np.testing.assert_allclose(built(x), first(x), atol=1e-6)
+    # One loaded model, its states switched in place (what benchmarks/pretrained.py
+    # does to measure every task without loading the model again).
+    switched = zoo.load_pretrained("tasks")
+    zoo.pretrained.set_task_batch_norm(switched, tmp_path / "tasks", "task_1")
+    np.testing.assert_allclose(switched(x), first(x), atol=1e-6)
+    zoo.pretrained.set_task_batch_norm(switched, tmp_path / "tasks", "task_2")
+    np.testing.assert_allclose(switched(x), model(x), atol=1e-5)
     _one_line_error(
         lambda: zoo.load_pretrained("tasks", task="task_3"),
         "has no BatchNorm state of task 'task_3'; its tasks are task_1, task_2",

@@ -48,6 +48,7 @@ from zoo.model_directory import (  # noqa: F401  (re-exported for readers of a m
     SAVED_MODEL,
     TASK_BATCH_NORM,
     PathType,
+    read_card,
     verify_pretrained,
 )
 from zoo.saved_model import load_saved_model, quiet_tensorflow
@@ -570,7 +571,7 @@ def load_pretrained(
     directory, card = _verified(name, cache_dir)
     model = _load_saved_model(directory / SAVED_MODEL)
     if task is not None:
-        _set_task_batch_norm(model, name, directory, card, task)
+        set_task_batch_norm(model, directory, task)
     return model
 
 
@@ -593,10 +594,24 @@ def task_batch_norm_key(task: str, layer: tf.keras.layers.Layer, weight) -> str:
     return f"{task}/{layer.name}/{_weight_name(weight)}"
 
 
-def _set_task_batch_norm(
-    model: tf.keras.Model, name: str, directory: Path, card: dict, task: str
-) -> None:
-    """Gives `model` the BatchNorm state shipped for `task`."""
+def set_task_batch_norm(model: tf.keras.Model, directory: PathType, task: str) -> None:
+    """Gives `model` the BatchNorm state a pretrained model directory ships for `task`.
+
+    For measuring every task of one loaded model without loading it again; the
+    directory is not verified here (`pretrained_directory` verifies it).
+
+    # Arguments
+        model: the pretrained model (its layer names), e.g. from `load_pretrained`.
+        directory: its pretrained model directory.
+        task: a task name of its card's `task_batch_norm["tasks"]`.
+
+    # Raises
+        ValueError: if the model ships one BatchNorm state, `task` is not one of its
+            tasks, or the states do not fit `model`.
+    """
+    directory = Path(directory)
+    card = read_card(directory)
+    name = card.get("name", directory.name)
     tasks = list((card.get("task_batch_norm") or {}).get("tasks") or [])
     if not tasks:
         raise ValueError(
