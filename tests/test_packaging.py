@@ -3,7 +3,6 @@
 import gzip
 import json
 import shutil
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -275,10 +274,8 @@ def test_recalibrated_statistics_are_shipped_with_both_accuracies(
     # pre-activations over those 80 permuted training images.
     restored = restore_run(run_dir)
     task = restored.eval_tasks[-1]
-    config = replace(restored.config, recalibrate_bn=2)
-    images = np.concatenate(
-        [x for x, _ in recalibration_batches(config, task, 1).as_numpy_iterator()]
-    )
+    batches = recalibration_batches(restored.config, task, 1, count=2)
+    images = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
     shipped = load_saved_model(out / "recal" / "saved_model")
     kernel = next(w for w in shipped.weights if "kernel" in w.name).numpy()
     pre = images.reshape(len(images), -1) @ np.sign(kernel)
