@@ -18,6 +18,8 @@ JSON to `benchmarks/results/`.
     python benchmarks/throughput.py                 # the issue's configurations
     python benchmarks/throughput.py --quick         # a smoke run in under a minute
     python benchmarks/throughput.py --only update   # the update microbenchmark alone
+    python benchmarks/throughput.py --weight-decay 1e-7   # the paper's L2 term, on
+                                                          # the metaplastic side only
 """
 
 from __future__ import annotations
@@ -102,8 +104,11 @@ def update_block(
     return block
 
 
-def benchmark_update(*, width: int, steps: int, jit_compile: bool, pairs: int) -> dict:
-    """One `apply_gradients` on a binary `width`×`width` kernel, Adam vs metaplastic."""
+def benchmark_update(
+    *, width: int, steps: int, jit_compile: bool, pairs: int, weight_decay: float = 0.0
+) -> dict:
+    """One `apply_gradients` on a binary `width`×`width` kernel, Adam vs metaplastic
+    (with `weight_decay`, which legacy Adam does not have)."""
     blocks = {
         "adam": update_block(
             tf.keras.optimizers.legacy.Adam(LEARNING_RATE, epsilon=1e-8),
@@ -112,7 +117,10 @@ def benchmark_update(*, width: int, steps: int, jit_compile: bool, pairs: int) -
             jit_compile,
         ),
         "metaplastic_adam": update_block(
-            MetaplasticAdam(LEARNING_RATE, meta=META), width, steps, jit_compile
+            MetaplasticAdam(LEARNING_RATE, meta=META, weight_decay=weight_decay),
+            width,
+            steps,
+            jit_compile,
         ),
     }
     for block in blocks.values():  # tracing, compilation, slots
@@ -124,6 +132,7 @@ def benchmark_update(*, width: int, steps: int, jit_compile: bool, pairs: int) -
         "benchmark": "update",
         "kernel": [width, width],
         "xla": jit_compile,
+        "weight_decay": weight_decay,
         "updates_per_block": steps,
         "pairs": pairs,
         **summary(
@@ -152,8 +161,10 @@ def benchmark_training(
     jit_compile: bool,
     pairs: int,
     precision: str = "float32",
+    weight_decay: float = 0.0,
 ) -> dict:
-    """Training steps of one zoo model, Adam vs metaplastic, in ABBA blocks.
+    """Training steps of one zoo model, Adam vs metaplastic (with `weight_decay`), in
+    ABBA blocks.
 
     In bf16 the binary layers compute in bfloat16 while the latent kernels, hence the
     optimizer's update, stay float32 (`zoo.precision`).
@@ -162,7 +173,10 @@ def benchmark_training(
     blocks = {}
     for key, optimizer in (
         ("adam", tf.keras.optimizers.legacy.Adam(LEARNING_RATE, epsilon=1e-8)),
-        ("metaplastic_adam", MetaplasticAdam(LEARNING_RATE, meta=META)),
+        (
+            "metaplastic_adam",
+            MetaplasticAdam(LEARNING_RATE, meta=META, weight_decay=weight_decay),
+        ),
     ):
         model = factory(input_shape=input_shape, precision=precision, **kwargs)
         model.compile(
@@ -184,6 +198,7 @@ def benchmark_training(
         "model": name,
         "precision": precision,
         "xla": jit_compile,
+        "weight_decay": weight_decay,
         "batch_size": batch_size,
         "steps_per_block": steps,
         "pairs": pairs,
@@ -223,8 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         default=["float32", "bf16"],
         help="precisions of the training benchmark (default both)",
     )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="L2 coefficient of MetaplasticAdam (the paper's runs: 1e-7); Adam has none",
+    )
     parser.add_argument("--output", type=Path, help="JSON path (default: results dir)")
     args = parser.parse_args(argv)
+    if not args.weight_decay >= 0:
+        parser.error(f"--weight-decay must be a number >= 0, got {args.weight_decay}")
 
     configs = QUICK if args.quick else CONFIGS
     unknown = set(args.models or ()) - set(configs)
@@ -250,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             tf.keras.backend.clear_session()
             results.append(
                 benchmark_update(
-                    width=width, steps=steps, jit_compile=jit_compile, pairs=pairs
+                    width=width,
+                    steps=steps,
+                    jit_compile=jit_compile,
+                    pairs=pairs,
+                    weight_decay=args.weight_decay,
                 )
             )
         if args.only != "update":
@@ -264,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                             jit_compile=jit_compile,
                             pairs=pairs,
                             precision=precision,
+                            weight_decay=args.weight_decay,
                         )
                     )
 
@@ -273,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             "method": "median over ABBA pairs of the per-pair ratio "
             "metaplastic/adam of block rates; ratio_best is the best pair",
             "pairs": pairs,
+            "weight_decay": args.weight_decay,
             "results": results,
         },
         output=args.output,

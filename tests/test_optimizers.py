@@ -173,7 +173,10 @@ def test_large_hidden_weights_are_consolidated():
     np.testing.assert_allclose(moved_meta, 5 * LR * damping, rtol=1e-3)
 
 
-def test_per_layer_meta_and_weight_decay():
+@pytest.mark.parametrize("default_meta", [0.5, 0.0])
+def test_per_layer_meta_and_weight_decay(default_meta):
+    """With weight decay, an m = 0 layer (Adam with the L2 term) takes the fused
+    update kernel too: same numbers as the NumPy rule."""
     model = tiny_model()
     k1, k2 = model.get_layer("bin_1").kernel, model.get_layer("bin_2").kernel
     rng = np.random.default_rng(5)
@@ -181,17 +184,17 @@ def test_per_layer_meta_and_weight_decay():
     for k, w in zip((k1, k2), init):
         k.assign(w)
     optimizer = MetaplasticAdam(
-        LR, meta={"bin_2": 3.0}, default_meta=0.5, weight_decay=1e-3
+        LR, meta={"bin_2": 3.0}, default_meta=default_meta, weight_decay=1e-3
     )
     grads = run_explicit_gradients(optimizer, [k1, k2], steps=20, seed=7)
-    for index, (kernel, meta) in enumerate(((k1, 0.5), (k2, 3.0))):
+    for index, (kernel, meta) in enumerate(((k1, default_meta), (k2, 3.0))):
         w, m, v = init[index].astype("float64"), 0.0, 0.0
         for t, gs in enumerate(grads, start=1):
             w, m, v, _ = reference_step(
                 w, m, v, gs[index].astype("float64"), t, meta=meta, weight_decay=1e-3
             )
         np.testing.assert_allclose(kernel.numpy(), w, rtol=1e-6, atol=1e-7)
-    assert optimizer.meta_for_layer("bin_1") == 0.5
+    assert optimizer.meta_for_layer("bin_1") == default_meta
     assert optimizer.meta_for_layer("bin_2") == 3.0
 
 
@@ -262,7 +265,7 @@ def test_update_kernel_makes_three_passes_over_the_weights():
     shape = (64, 32)
     variables = [tf.Variable(tf.zeros(shape)) for _ in ("var", "m", "v")]
     args = [v.handle for v in variables] + [tf.zeros(shape)]
-    args += [tf.constant(c) for c in (LR, BETA_1, BETA_2, EPS, 1.3)]
+    args += [tf.constant(c) for c in (LR, BETA_1, BETA_2, EPS, 1.3, 1e-7)]
     hlo = _metaplastic_adam_update.experimental_get_compiler_ir(*args)(
         stage="optimized_hlo"
     )

@@ -98,7 +98,9 @@ def _check_meta(value, what: str) -> float:
 
 
 @tf.function(jit_compile=True)
-def _metaplastic_adam_update(var, m, v, grad, alpha, beta_1, beta_2, epsilon, meta):
+def _metaplastic_adam_update(
+    var, m, v, grad, alpha, beta_1, beta_2, epsilon, meta, weight_decay
+):
     """The whole update as one XLA kernel, as cheap in memory traffic as fused Adam.
 
     XLA on CPU compiles this into three loops, each split over all cores: `m`, `v`, and
@@ -112,11 +114,16 @@ def _metaplastic_adam_update(var, m, v, grad, alpha, beta_1, beta_2, epsilon, me
     uses the same operations as TensorFlow's fused `ApplyAdam`, so that the undamped
     branch equals legacy Adam to float32 rounding. Inside an XLA-compiled train step
     this function is inlined into the step's cluster, with the same numbers.
+
+    The L2 term `weight_decay * Wh` joins the gradient inside the kernel, from the `Wh`
+    it reads anyway: added by separate operations before it, it cost three more passes
+    over the weights (12 % of a 4096-wide `mlp_meta` step in bf16).
     """
     dtype = grad.dtype
     w = tf.raw_ops.ReadVariableOp(resource=var, dtype=dtype)
     m_t = tf.raw_ops.ReadVariableOp(resource=m, dtype=dtype)
     v_t = tf.raw_ops.ReadVariableOp(resource=v, dtype=dtype)
+    grad += weight_decay * w  # exact when weight_decay is 0 (finite w)
     m_t += (grad - m_t) * (1.0 - beta_1)
     v_t += (tf.square(grad) - v_t) * (1.0 - beta_2)
     step = m_t * alpha / (tf.sqrt(v_t) + epsilon)
@@ -260,16 +267,12 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
         self._assign_meta(v for _, v in grads_and_vars)
         return super().apply_gradients(grads_and_vars, name=name, **kwargs)
 
-    def _decayed_grad(self, grad, var):
-        if self.weight_decay:
-            return grad + tf.cast(self.weight_decay, grad.dtype) * var
-        return grad
-
     def _resource_apply_dense(self, grad, var, apply_state=None):
-        grad = self._decayed_grad(grad, var)
         meta = self._meta_by_var.get(_var_key(var), 0.0)
-        if meta == 0.0:
+        if meta == 0.0 and not self.weight_decay:
             return super()._resource_apply_dense(grad, var, apply_state)
+        # With weight decay, m = 0 variables take the fused kernel too (undamped: it is
+        # Adam), so that the L2 term costs no pass over the weights of its own.
 
         var_device, var_dtype = var.device, var.dtype.base_dtype
         coefficients = (apply_state or {}).get(
@@ -285,6 +288,7 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
             coefficients["beta_2_t"],
             coefficients["epsilon"],
             tf.constant(meta, var_dtype),
+            tf.constant(self.weight_decay, var_dtype),
         )
 
     def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
