@@ -141,7 +141,12 @@ PAPER_VALUES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
 _WIDTHS = (512, 1024, 2048, 4096)
 COMPARISONS: Mapping[str, tuple[tuple[str, str, str], ...]] = MappingProxyType(
     {
-        "fig2": (("m1.35", "m0", "metaplasticity against none"),),
+        "fig2": (
+            ("m1.35", "m0", "metaplasticity against none"),
+            ("m1", "m0", "m = 1 against none"),
+            ("m0.5", "m0", "m = 0.5 against none"),
+            ("m1.35", "m1", "m = 1.35 against m = 1"),
+        ),
         "fig2f": (("m1.35", "m0", "metaplastic rule on a float network"),),
         "table1": (
             ("m1.35", "m0", "metaplasticity against none"),

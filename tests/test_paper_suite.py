@@ -117,12 +117,21 @@ def test_results_file_holds_every_seed_and_the_statistics(fig2):
 def test_comparison_states_its_rule(fig2):
     record = fig2["record"]
     assert "Welch" in record["noise_rule"]
-    (comparison,) = record["comparisons"]
+    comparison, *others = record["comparisons"]
     assert (comparison["a"], comparison["b"], comparison["n"]) == (
         "m1.35",
         "m0",
         [2, 2],
     )
+    # m = 1 and m = 0.5 were not trained here: their comparisons say so.
+    assert [(c["a"], c["b"]) for c in others] == [
+        ("m1", "m0"),
+        ("m0.5", "m0"),
+        ("m1.35", "m1"),
+    ]
+    for other in others:
+        assert other["within_noise"] is None and other["difference"] is None
+        assert other["reason"] == "a run has no finished seed"
     means = [
         record["runs"][r]["statistics"]["mean_accuracy"]["mean"]
         for r in ("m1.35", "m0")
@@ -301,7 +310,8 @@ def test_seeds_of_the_earlier_results_file_are_kept(fig2, tmp_path, capsys):
         np.testing.assert_allclose(
             new["curve"]["mean"], old["curve"]["mean"], atol=2e-4
         )
-    (comparison,) = record["comparisons"]
+    comparison = record["comparisons"][0]
+    assert (comparison["a"], comparison["b"]) == ("m1.35", "m0")
     assert comparison["p_value"] == before["comparisons"][0]["p_value"]
     assert "left out" not in capsys.readouterr().out
 
