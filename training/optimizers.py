@@ -161,7 +161,8 @@ class MetaplasticAdam(tf.keras.optimizers.legacy.Adam):
         beta_2: exponential decay rate of the second moment.
         epsilon: added to `sqrt(v)`; 1e-8 as PyTorch's Adam in the reference code.
         weight_decay: L2 coefficient added to the gradient of every variable before
-            the moments are updated (the reference code's `weight_decay`).
+            the moments are updated (the reference code's `weight_decay`); when it is
+            set, every variable takes the fused update kernel (undamped where m = 0).
         metaplastic_variables: `"binary"`: the rule applies to binary latent kernels
             (`is_binary_variable`); `"kernels"`: to every variable named `.../kernel`
             (`is_kernel_variable`), e.g. the float kernels of `zoo.mlp_float` as in the
