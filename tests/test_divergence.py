@@ -159,3 +159,38 @@ def test_divergence_warnings_of_a_runs_rows():
         divergence_warnings(diverged[:2], config=config, tasks=tasks, eval_tasks=tasks)
         == found[:2]
     )
+
+
+def test_a_growing_baseline_penalty_is_not_divergence():
+    # The rows of an EWC run (fig3ab quick, width 512): the penalty, part of the loss,
+    # grows with every consolidated task while the task loss stays below 1.3.
+    labels = np.array([0, 1, 2, 3])
+    images = np.zeros((4, 2, 2), "uint8")
+    tasks = [Task(f"task_{i}", images, labels, images, labels) for i in (1, 2, 3)]
+    config = RunConfig(num_tasks=3, epochs=1, baseline="ewc")
+    losses = [(0.3214, 0.0), (11.2590, 10.3802), (35.8914, 34.7469)]
+    rows = [
+        {
+            "task_index": i,
+            "task": f"task_{i + 1}",
+            "task_epoch": 1,
+            "loss": loss,
+            "penalty": penalty,
+            f"acc/task_{i + 1}": 0.9,
+        }  # fmt: skip
+        for i, (loss, penalty) in enumerate(losses)
+    ]
+    assert divergence_warnings(rows, config=config, tasks=tasks, eval_tasks=tasks) == []
+    # The same loss without a penalty column diverges (over 100 times 0.3214).
+    plain = [{k: v for k, v in row.items() if k != "penalty"} for row in rows]
+    (finding,) = divergence_warnings(
+        plain, config=config, tasks=tasks, eval_tasks=tasks
+    )
+    assert finding.startswith("task 3/3 (task_3), epoch 1/1: loss 35.8914 is over 100")
+    # A task loss that runs away is still found, and named as the task loss.
+    rows[2] = {**rows[2], "loss": 80.0, "penalty": 40.0}
+    (finding,) = divergence_warnings(rows, config=config, tasks=tasks, eval_tasks=tasks)
+    assert "task loss (without the penalty) 40 is over 100 times the first epoch's" in (
+        finding
+    )
+    assert finding.endswith("learning rate 0.005 too large? (or ewc_lambda 5000)")

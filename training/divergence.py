@@ -110,7 +110,9 @@ def at_chance(accuracy: float, chance: float) -> bool:
     return accuracy < chance + CHANCE_MARGIN
 
 
-def loss_divergence(loss: float, *, first_loss: float, num_classes: int) -> str | None:
+def loss_divergence(
+    loss: float, *, first_loss: float, num_classes: int, name: str = "loss"
+) -> str | None:
     """Why `loss` diverges, or `None`.
 
     The reference is the smaller of the first epoch's loss and the cross-entropy of a
@@ -121,6 +123,7 @@ def loss_divergence(loss: float, *, first_loss: float, num_classes: int) -> str 
         loss: an epoch's training loss.
         first_loss: the loss of the run's first epoch.
         num_classes: number of classes of the model.
+        name: what the phrase calls the loss.
 
     # Returns
         A phrase such as `"loss 374,347 is over 100 times that of a uniform guess
@@ -133,7 +136,7 @@ def loss_divergence(loss: float, *, first_loss: float, num_classes: int) -> str 
         reference, what = uniform, "that of a uniform guess"
     if not loss > LOSS_GROWTH * reference:
         return None
-    return f"loss {loss:,.6g} is over {LOSS_GROWTH:g} times {what} ({reference:.4g})"
+    return f"{name} {loss:,.6g} is over {LOSS_GROWTH:g} times {what} ({reference:.4g})"
 
 
 def epoch_name(
@@ -153,6 +156,20 @@ def likely_cause(config: RunConfig) -> str:
     return f"learning rate {config.learning_rate:g} too large?" + (
         f" (or {strength} {getattr(config, strength):g})" if strength else ""
     )
+
+
+def _penalty(row: Mapping) -> float:
+    """The row's baseline penalty, 0 where it has none (or an empty or NaN one)."""
+    try:
+        penalty = float(row.get("penalty") or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return penalty if math.isfinite(penalty) else 0.0
+
+
+def _task_loss(row: Mapping) -> float:
+    """The row's loss without its baseline penalty."""
+    return float(row["loss"]) - _penalty(row)
 
 
 def divergence_warnings(
@@ -177,12 +194,15 @@ def divergence_warnings(
     """
     num_classes = int(max(t.y_test.max() for t in eval_tasks)) + 1
     found: list[str] = []
-    first_loss = rows[0]["loss"] if rows else math.nan
+    first_loss = _task_loss(rows[0]) if rows else math.nan
     loss_diverged = False
     for row in rows:
         index, task_epoch = row["task_index"], row["task_epoch"]
         why = loss_divergence(
-            row["loss"], first_loss=first_loss, num_classes=num_classes
+            _task_loss(row),
+            first_loss=first_loss,
+            num_classes=num_classes,
+            name="task loss (without the penalty)" if _penalty(row) else "loss",
         )
         if why and not loss_diverged:
             loss_diverged = True
