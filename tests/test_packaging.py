@@ -152,6 +152,52 @@ def test_card_of_a_run_started_from_another_covers_both(tmp_path, tiny_data_dir)
     )
 
 
+def test_card_of_a_run_continued_from_a_pretrained_model_covers_its_history(
+    tmp_path, tiny_data_dir
+):
+    first, first_argv = train_tiny(tmp_path, tiny_data_dir)
+    out = tmp_path / "models"
+    assert (
+        main(["package", str(first), "--name", "tiny_base", "--output-dir", str(out)])
+        == 0
+    )
+    base = json.loads((out / "tiny_base" / "model_card.json").read_text())
+    second = tmp_path / "continued"
+    second_argv = [
+        "train", "--dataset", "fashion_mnist", "--epochs", "1", "--lr", "0.001",
+        "--hidden-units", "32", "32", "--batch-size", "40", "--data-dir",
+        str(tiny_data_dir), "--run-dir", str(second), "--initial-weights", "tiny_base",
+        "--quiet",
+    ]  # fmt: skip
+    with pretrained.pretrained_scope():
+        zoo.register_pretrained(
+            "tiny_base", factory="mlp_meta", kwargs=base["kwargs"],
+            directory=out / "tiny_base",
+        )  # fmt: skip
+        assert main(second_argv) == 0
+        # Packaged under the same name: the card is read before it is replaced.
+        assert (
+            main(["package", str(second), "--name", "tiny_base", "--output-dir",
+                  str(out), "--overwrite"]) == 0
+        )  # fmt: skip
+    card = json.loads((out / "tiny_base" / "model_card.json").read_text())
+    assert card["epochs"] == 3 and card["initial_weights"] == "tiny_base"
+    assert card["command"].splitlines() == [
+        "python -m training " + " ".join(argv) for argv in (first_argv, second_argv)
+    ]
+    second_summary = json.loads((second / "summary.json").read_text())
+    assert card["wall_time_s"] == pytest.approx(
+        base["wall_time_s"] + second_summary["wall_time_s"], abs=0.11
+    )
+    earlier = card["continued_from"]
+    assert earlier["name"] == "tiny_base" and earlier["epochs"] == 2
+    assert earlier["card_sha256"] == base["card_sha256"]
+    assert earlier["keras_test_accuracy"] == base["results"]["keras_test_accuracy"]
+    assert card["results"]["keras_test_accuracy"] == pytest.approx(
+        second_summary["final_accuracy"]["fashion_mnist"], abs=1e-6
+    )
+
+
 def test_a_permuted_sequence_is_packaged_with_its_matrix_and_permutations(
     tmp_path, tiny_data_dir
 ):

@@ -5,6 +5,7 @@ LCE conversion."""
 import csv
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import keras_tuner
@@ -34,6 +35,7 @@ from zoo.datasets import load_dataset
 from zoo.precision import (
     PRECISIONS,
     as_float32,
+    bf16_instructions,
     check_precision,
     layer_policy,
     model_precision,
@@ -421,9 +423,28 @@ def test_hypermodel_builds_the_runs_precision():
     assert model_precision(hypermodel.build(hp)) == "bf16"
 
 
+def test_cpu_bfloat16_instructions_are_read_from_the_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    for flags, expected in (
+        ("fpu sse2 avx2 fma avx512f amx_bf16 amx_tile", True),
+        ("fpu avx512f avx512_bf16", True),
+        ("fpu sse2 avx avx2 fma", False),  # e.g. an AVX2-only AMD EPYC
+    ):
+        info.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n")
+        assert bf16_instructions(str(info)) is expected
+    info.write_text("processor\t: 0\nmodel name\t: x\n")  # no flags line
+    assert bf16_instructions(str(info)) is None
+    assert bf16_instructions(str(tmp_path / "missing")) is None
+
+
 def test_bf16_run_resumes_exactly(tmp_path, tiny_data_dir):
     whole = tiny_config(tmp_path / "a", tiny_data_dir)
-    first = run(whole, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = run(whole, verbose=0)
+    # Where bfloat16 is emulated the run says so, once: float32 is faster there.
+    emulated = [w for w in caught if "no bfloat16 instructions" in str(w.message)]
+    assert len(emulated) == (bf16_instructions() is False)
     assert first["mean_accuracy"] > 0.5
     split = tiny_config(tmp_path / "b", tiny_data_dir)
     run(split, verbose=0, stop_after_epochs=1)

@@ -7,6 +7,9 @@ model was trained (dataset, protocol, hyperparameters, the exact command, epochs
 time, compute budget), which copy of the data it was measured on (format, JPEG quality:
 `zoo.datasets.provenance`) and what it scores (Keras and LCE accuracy on the run's test
 split, Keras accuracy per class).
+A run started from another run or from a pretrained model (`--initial-weights`) gets a
+card covering both: commands, epochs and wall time added up, and for a pretrained model
+`continued_from` (`continued_from(name)`), read before `name/` may be overwritten.
 A run trained in bf16 (`zoo.precision`) is packaged as its float32 twin (same weights),
 so that the pretrained model loads anywhere; its card's hyperparameters say `precision`.
 A run over tasks learned one after another is measured on its last task (permuted
@@ -48,6 +51,12 @@ from zoo import registry
 from zoo.datasets import load_dataset
 from zoo.datasets.provenance import encoding_note, image_encoding
 from zoo.precision import as_float32
+from zoo.pretrained import (
+    ARCHITECTURE_ARGUMENTS,
+    architecture,
+    is_pretrained_name,
+    pretrained_card,
+)
 
 PROTOCOLS = {
     "sequence": "datasets learned one after another (one dataset: plain training)",
@@ -115,6 +124,31 @@ def _task_batch_norm(restored, model, recalibrate_bn: int):
     return states, card
 
 
+def continued_from(name: str) -> dict:
+    """What a model card says of the pretrained model `name` a run continued from.
+
+    # Arguments
+        name: a registered pretrained model name (a run's `initial_weights`).
+
+    # Returns
+        `name`, its `card_sha256`, its training `command`(s), `epochs`, `wall_time_s`,
+        `budget` and Keras test accuracy, from its verified card.
+
+    # Raises
+        ValueError: as `zoo.pretrained.pretrained_card`.
+    """
+    card = pretrained_card(name)
+    return {
+        "name": name,
+        "card_sha256": card.get("card_sha256"),
+        "command": card["command"],
+        "epochs": card["epochs"],
+        "wall_time_s": card["wall_time_s"],
+        "budget": card.get("budget"),
+        "keras_test_accuracy": card["results"].get("keras_test_accuracy"),
+    }
+
+
 def package_run(
     run_dir: str | os.PathLike,
     *,
@@ -135,7 +169,8 @@ def package_run(
         directory: where to write `name/`; default the repository's `saved_models/`.
         command: the exact training command(s) for the card; default the last command
             recorded in `run_dir/commands.txt` by `python -m training` (preceded by
-            that of the run it started from, with `initial_weights`).
+            that of the run it started from, with `initial_weights`, or by the
+            commands in the card of the pretrained model it started from).
         budget: the compute the run used, in words (e.g. "2 CPU cores, 40 min").
         data_dir: where the datasets are; default the run's, else
             `$METAPLASTIC_DATA_DIR`.
@@ -155,7 +190,6 @@ def package_run(
             is negative or given for a model without BatchNorm, or as
             `zoo.publishing.package_pretrained`.
     """
-    from zoo.pretrained import ARCHITECTURE_ARGUMENTS, architecture
     from zoo.publishing import package_pretrained
 
     run_dir = Path(run_dir)
@@ -167,11 +201,16 @@ def package_run(
             f"{', '.join(ARCHITECTURE_ARGUMENTS)}"
         )
     # A run started from another run's weights (`initial_weights`): the card covers
-    # both, their epochs, wall times and commands.
+    # both, their epochs, wall times and commands. Started from a pretrained model, it
+    # covers that model's whole training as its card gives it (read before `name/`
+    # may be overwritten by the continued model).
     runs = [(run_dir, summary)]
     source = summary["config"].get("initial_weights")
+    earlier = None
     if source and RunDirectory(source).summary_path.exists():
         runs.insert(0, (Path(source), RunDirectory(source).read_summary()))
+    elif source and is_pretrained_name(source):
+        earlier = continued_from(source)
     if command is None:
         recorded = [RunDirectory(directory).last_command() for directory, _ in runs]
         if None in recorded:
@@ -181,8 +220,14 @@ def package_run(
                 "(--command)"
             )
         command = "\n".join(recorded)
-    epochs = sum(s["epochs"] for _, s in runs)
-    wall_time_s = round(sum(s["wall_time_s"] for _, s in runs), 1)
+        if earlier:
+            command = f"{earlier['command']}\n{command}"
+    epochs = sum(s["epochs"] for _, s in runs) + (earlier["epochs"] if earlier else 0)
+    wall_time_s = round(
+        sum(s["wall_time_s"] for _, s in runs)
+        + (earlier["wall_time_s"] if earlier else 0.0),
+        1,
+    )
     if recalibrate_bn < 0:
         raise ValueError(
             f"recalibrate_bn must be 0 or more batches, not {recalibrate_bn}"
@@ -251,6 +296,8 @@ def package_run(
         "budget": budget or f"{epochs} epochs, {wall_time_s / 60:.0f} min wall time",
         "initial_weights": source,
     }
+    if earlier:
+        card["continued_from"] = earlier
     if statistics:
         card["batch_norm_statistics"] = statistics
     if task_card:

@@ -73,6 +73,7 @@ from training.optimizers import (
 )
 from training.protocols import Task
 from training.rundir import Progress, RunDirectory, RunDirectoryError
+from zoo.precision import bf16_instructions
 
 # `build_tasks`, `build_model`, `make_optimizer`, `restore_run` and `RestoredRun` live in
 # `training.assembly`; they stay importable from here, where they were first.
@@ -258,6 +259,13 @@ class _Run:
         self.tasks, self.eval_tasks = build_tasks(config)
         check_batch_size(config, self.tasks)
         self.strategy = strategy or tf.distribute.get_strategy()
+        if config.precision == "bf16" and bf16_instructions() is False:
+            warnings.warn(
+                "this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16): bf16 is "
+                "emulated and trains slower than float32; use precision float32 here",
+                RunWarning,
+                stacklevel=2,
+            )
         self.model = self._build_model(synchronized_bn=strategy is not None)
         check_meta_layers(config, self.model)
         self.batch_norm = TaskBatchNorm(self.model, self.progress.bn_states)
