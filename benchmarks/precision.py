@@ -60,6 +60,7 @@ from benchmarks.timing import (  # noqa: E402
 from training.data import load_dataset, make_pipeline  # noqa: E402
 from training.optimizers import MetaplasticAdam  # noqa: E402
 from zoo import registry  # noqa: E402
+from zoo.precision import bf16_instructions  # noqa: E402
 
 LEARNING_RATE, META = 0.005, 1.35
 # Bytes an Adam-type update moves per float32 parameter: reads the variable, m, v and
@@ -489,7 +490,12 @@ def _processor() -> dict:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return {"name": name, "bf16_flags": {f: f in flags for f in BF16_FLAGS}}
+    return {
+        "name": name,
+        "bf16_flags": {f: f in flags for f in BF16_FLAGS},
+        # False: bfloat16 is emulated here (training runs warn).
+        "bf16_instructions": bf16_instructions(),
+    }
 
 
 if __name__ == "__main__":
