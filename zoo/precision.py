@@ -55,9 +55,9 @@ def bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> Optional[bool]:
     """Returns whether this CPU has bfloat16 instructions, `None` where unknown.
 
     Without them (e.g. an AVX2-only CPU) TensorFlow emulates bfloat16 and
-    `precision="bf16"` trains several times slower than float32: on a 2-core AMD EPYC
-    with AVX2 only, a VGG-16 step at batch 64 took about 20 s in bf16 and 3.4-5 s in
-    float32 (this project's note of 2026-12-04).
+    `precision="bf16"` trains slower than float32: on a 2-core AMD EPYC with AVX2 only,
+    `vgg_small_meta` at 0.12x and `mlp_meta` 4096-4096 at 0.74x of float32's rate
+    (`benchmarks/results/precision-20261204T152719Z.json`).
 
     # Arguments
         cpuinfo: the file listing the CPU's flags (Linux).
