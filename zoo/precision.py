@@ -33,6 +33,7 @@ __all__ = [
     "as_float32",
     "bf16_instructions",
     "check_precision",
+    "cpu_flags",
     "layer_policy",
     "model_precision",
     "normalization_policy",
@@ -51,6 +52,26 @@ _POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> Optional[frozenset]:
+    """Returns the CPU's feature flags, `None` where unknown.
+
+    # Arguments
+        cpuinfo: the file listing them (Linux).
+
+    # Returns
+        The flags of its first `flags` line, or `None` if the file is unreadable or
+        has no such line (another OS).
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
 def bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> Optional[bool]:
     """Returns whether this CPU has bfloat16 instructions, `None` where unknown.
 
@@ -63,24 +84,11 @@ def bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> Optional[bool]:
         cpuinfo: the file listing the CPU's flags (Linux).
 
     # Returns
-        `True` if a `flags` line names one of `BF16_FLAGS`, `False` if the flags name
-        none, `None` if the file is unreadable or lists no flags (another OS).
+        `True` if the flags (`cpu_flags`) name one of `BF16_FLAGS`, `False` if they
+        name none, `None` if they are unknown.
     """
-    try:
-        with open(cpuinfo, encoding="utf-8") as file:
-            flags = next(
-                (
-                    line.split(":", 1)[1].split()
-                    for line in file
-                    if line.startswith("flags")
-                ),
-                None,
-            )
-    except OSError:
-        return None
-    if flags is None:
-        return None
-    return any(flag in flags for flag in BF16_FLAGS)
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else not flags.isdisjoint(BF16_FLAGS)
 
 
 def check_precision(precision: Any) -> str:
