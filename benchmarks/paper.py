@@ -629,15 +629,20 @@ def _kept_seeds(
     expected: Any,
 ) -> dict[str, dict]:
     """The finished seeds of `run_name` in an earlier results file whose run
-    directories are not here (another machine or session trained them): kept, marked
-    `kept_from_results_file`, when their settings are those of the runs found here
-    (else of the experiment, `expected(seed)`); a seed trained with other settings is
-    left out, with a line saying why."""
+    directories are not here (another machine or session trained them) or not
+    finished (a rerun still training): kept, marked `kept_from_results_file`, when
+    their settings are those of the runs found here (else of the experiment,
+    `expected(seed)`); a seed trained with other settings is left out, with a line
+    saying why. A kept seed with a rerun in progress names it in `rerun_in_progress`
+    and counts until the rerun finishes."""
     kept = {}
     previous = record.get("runs", {}).get(run_name, {}).get("seeds", {})
     reference = next((s["config"] for s in found.values()), None)
     for seed_text, entry in previous.items():
-        if seed_text in found or entry.get("status") != "finished":
+        here = found.get(seed_text)
+        if entry.get("status") != "finished" or (
+            here is not None and here["status"] == "finished"
+        ):
             continue
         wanted = (
             RunConfig.from_json(dict(reference, seed=int(seed_text)))
@@ -653,6 +658,17 @@ def _kept_seeds(
             )
             continue
         kept[seed_text] = dict(entry, kept_from_results_file=True)
+        if here is not None:
+            rerun = {
+                k: here[k] for k in ("run_dir", "completed_epochs", "total_epochs")
+            }
+            kept[seed_text]["rerun_in_progress"] = rerun
+            print(
+                f"{run_name} seed {seed_text}: its rerun in {rerun['run_dir']} is at "
+                f"epoch {rerun['completed_epochs']}/{rerun['total_epochs']}; the "
+                "earlier results file's finished run counts until it finishes",
+                flush=True,
+            )
     return kept
 
 
@@ -736,7 +752,8 @@ def collect(
     experiment's) whose run directory is not here is kept, marked
     `kept_from_results_file`, with its curve, when it ran with the settings of the run
     directories found (else of the experiment); one that ran otherwise is left out
-    with a printed line.
+    with a printed line. A seed whose run directory is here but not finished (a
+    rerun still training) is kept the same way until the rerun finishes.
 
     # Arguments
         name: an experiment of `training.paper.EXPERIMENTS`.
@@ -1057,7 +1074,8 @@ def collect(
         "runs": runs,
         "figures": [relative(p) for p in written],
         "kept_rule": "a finished seed of the earlier results file whose run "
-        "directory is not here is kept (`kept_from_results_file`) when its settings, "
+        "directory is not here, or not finished (`rerun_in_progress`), is kept "
+        "(`kept_from_results_file`) when its settings, "
         "but for seed and precision, are those of the run directories found (else of "
         "the experiment); the curves pool every seed",
         "not_shown": _not_shown(figures, curves) + curve_notes,

@@ -330,6 +330,34 @@ def test_seeds_run_with_other_settings_are_left_out(fig2, tmp_path, capsys):
     assert record["runs"]["m1.35"]["seeds"]["1"]["kept_from_results_file"] is True
 
 
+def test_a_rerun_still_training_does_not_drop_the_finished_seed(fig2, tmp_path, capsys):
+    # Seed 1 of m0 is trained again on this machine and has not finished (here: its
+    # summary not written yet): the earlier results file's finished seed 1 counts.
+    import shutil
+
+    before = json.loads((fig2["results"] / "fig2-quick.json").read_text())
+    runs_root, results = _elsewhere(fig2, tmp_path, keep_seeds=[0])
+    rerun = suite.run_dir_of("fig2", "m0", "quick", 1, runs_root)
+    shutil.copytree(
+        suite.run_dir_of("fig2", "m0", "quick", 1, fig2["runs_root"]), rerun
+    )
+    (rerun / "summary.json").unlink()
+    path = _collect("fig2", fig2, runs_root, results)
+    assert "m0 seed 1: its rerun in " in capsys.readouterr().out
+    record = json.loads(path.read_text())
+    m0 = record["runs"]["m0"]
+    entry = m0["seeds"]["1"]
+    assert entry["status"] == "finished"
+    assert entry["kept_from_results_file"] is True
+    assert entry["rerun_in_progress"]["run_dir"].endswith("m0-seed1")
+    assert (
+        entry["final_accuracy"] == before["runs"]["m0"]["seeds"]["1"]["final_accuracy"]
+    )
+    for key in ("mean_accuracy", "seeds_finished"):
+        assert m0["statistics"][key] == before["runs"]["m0"]["statistics"][key]
+    assert "rerun_in_progress" not in record["runs"]["m1.35"]["seeds"]["1"]
+
+
 def test_curves_of_results_files_without_per_seed_curves_are_pooled():
     rng = np.random.default_rng(0)
     seeds = [rng.random((4, 3)) for _ in range(5)]
