@@ -147,7 +147,12 @@ COMPARISONS: Mapping[str, tuple[tuple[str, str, str], ...]] = MappingProxyType(
             ("m0.5", "m0", "m = 0.5 against none"),
             ("m1.35", "m1", "m = 1.35 against m = 1"),
         ),
-        "fig2f": (("m1.35", "m0", "metaplastic rule on a float network"),),
+        "fig2f": (
+            ("m1.35", "m0", "metaplastic rule on a float network"),
+            ("m1", "m0", "m = 1 against none, float network"),
+            ("m0.5", "m0", "m = 0.5 against none, float network"),
+            ("m1.35", "m1", "m = 1.35 against m = 1, float network"),
+        ),
         "table1": (
             ("m1.35", "m0", "metaplasticity against none"),
             ("m1.35", "ewc", "metaplasticity against EWC"),
