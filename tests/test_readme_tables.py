@@ -63,6 +63,14 @@ def test_results_files_reach_the_table(tmp_path):
                     "wall_time_s": 5400.0,
                 },
             },
+            "m1": {
+                "seeds": {"0": {"status": "finished"}, "1": {"status": "finished"}},
+                "statistics": {
+                    "seeds_finished": 2,
+                    "mean_accuracy": {"mean": 0.96921, "std": 0.00049, "n": 2},
+                    "wall_time_s": 600.0,
+                },
+            },
             "m0": {"seeds": {}, "statistics": {"seeds_finished": 0}},
         },
         "comparisons": [
@@ -74,6 +82,9 @@ def test_results_files_reach_the_table(tmp_path):
     row = next(line for line in body.splitlines() if "m1.35" in line and "bf16" in line)
     assert "86.6 ± 0.4 %" in row and "2 (+1 partial)" in row and "90 min" in row
     assert "quick (hidden_units 1024x1024, epochs 10), bf16" in row
+    # A spread that rounds to 0.0 points is shown with two decimals, not as "± 0.0".
+    row = next(line for line in body.splitlines() if line.startswith("| m1 |"))
+    assert "| 96.92 ± 0.05 % |" in row
     # fig2 has no paper-scale file: its command is listed.
     assert "not run yet: `python benchmarks/paper.py run fig2 --scale paper" in body
     assert "| m0 |" not in body  # no seed at all: no row

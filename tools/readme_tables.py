@@ -220,12 +220,16 @@ def _percent(value: float | None, digits: int = 1) -> str:
 
 
 def _mean_std(stats: Mapping[str, Any] | None) -> str:
-    """`"86.6 ± 0.4 %"` from `{"mean": 0.866, "std": 0.004, "n": 3}`."""
+    """`"86.6 ± 0.4 %"` from `{"mean": 0.866, "std": 0.004, "n": 3}`.
+
+    A spread under 0.05 points gets two decimals (`"96.92 ± 0.05 %"`), not `± 0.0`.
+    """
     if not stats or stats.get("mean") is None:
         return "—"
     if stats.get("std") is None:
         return f"{_percent(stats['mean'])} %"
-    return f"{_percent(stats['mean'])} ± {_percent(stats['std'])} %"
+    digits = 2 if 0 < 100 * stats["std"] < 0.05 else 1
+    return f"{_percent(stats['mean'], digits)} ± {_percent(stats['std'], digits)} %"
 
 
 def _duration(seconds: float | None) -> str:
