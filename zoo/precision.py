@@ -77,8 +77,8 @@ def bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> Optional[bool]:
 
     Without them (e.g. an AVX2-only CPU) TensorFlow emulates bfloat16 and
     `precision="bf16"` trains slower than float32: on a 2-core AMD EPYC with AVX2 only,
-    `vgg_small_meta` at 0.12x and `mlp_meta` 4096-4096 at 0.74x of float32's rate
-    (`benchmarks/results/precision-20261204T152719Z.json`).
+    `vgg_small_meta` at 0.06x and `mlp_meta` 4096-4096 at 0.76x of float32's rate
+    (`benchmarks/results/precision-20261205T032706Z.json`).
 
     # Arguments
         cpuinfo: the file listing the CPU's flags (Linux).
