@@ -25,6 +25,7 @@ The datasets themselves (`load_dataset`, `ImageDataset`, `DataError`, `read_idx`
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -85,6 +86,13 @@ def make_pipeline(
     The data is held once; batches are gathered from it by (shuffled) indices, then
     augmented, then transformed. With a seed, every run yields the same sequence of epochs.
 
+    The host copy of `x` (and of `y`) is made at the first pipeline of that array and
+    shared by every later pipeline of the same array object, for as long as the array
+    lives: a new pipeline per epoch (as `training.runner` makes, to resume exactly) costs
+    no memory, even before the garbage collector frees the old one. So a pipeline reads
+    the array as it was at its first pipeline: to feed modified values, pass a new array
+    (`x.copy()`), not the same one modified in place.
+
     # Arguments
         x: float images in [0, 1], shape (N, H, W, C).
         y: integer labels, shape (N,).
@@ -129,9 +137,8 @@ def make_pipeline(
             f"y must be {len(x)} integer labels of shape (N,), got {y.dtype} {y.shape}"
         )
 
-    with tf.device("/cpu:0"):  # the input pipeline runs on the host
-        images = tf.constant(x.astype(np.float32, copy=False))
-        labels = tf.constant(y.astype(np.int64, copy=False))
+    images = _host_tensor(x, np.float32)
+    labels = _host_tensor(y, np.int64)
     indices = tf.data.Dataset.range(len(x))
     if shuffle:
         indices = indices.shuffle(
@@ -154,6 +161,28 @@ def make_pipeline(
         batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
+
+
+# Host copies of the arrays given to `make_pipeline`, by (id(array), dtype); an entry
+# leaves when its array is freed (`weakref.finalize`), so an id is never reused stale.
+_HOST_TENSORS: dict[tuple[int, str], tf.Tensor] = {}
+
+
+def _host_tensor(array: np.ndarray, dtype: type) -> tf.Tensor:
+    """The host `tf.Tensor` copy of `array` as `dtype`, made once per array object.
+
+    A pipeline's tensors are only freed with its traced functions, which sit in
+    reference cycles: without this cache, a pipeline per epoch would hold one more copy
+    of the training set per epoch until the cyclic garbage collector runs.
+    """
+    key = (id(array), np.dtype(dtype).str)
+    tensor = _HOST_TENSORS.get(key)
+    if tensor is None:
+        with tf.device("/cpu:0"):  # the input pipeline runs on the host
+            tensor = tf.constant(array.astype(dtype, copy=False))
+        _HOST_TENSORS[key] = tensor
+        weakref.finalize(array, _HOST_TENSORS.pop, key, None).atexit = False
+    return tensor
 
 
 def _augment(images: tf.Tensor, kind: str, random: tf.Tensor) -> tf.Tensor:
