@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import zoo
 from training.assembly import restore_run
@@ -342,8 +343,8 @@ def test_recalibrated_statistics_are_shipped_with_both_accuracies(
             ).as_numpy_iterator()
         ]
     )
-    with np.load(out / "recal" / "task_batch_norm.npz") as arrays:
-        mean = arrays["task_1/bn_1/moving_mean"]
+    checkpoint = tf.train.load_checkpoint(str(out / "recal" / "task_batch_norm"))
+    mean = checkpoint.get_tensor("task_1/bn_1/moving_mean")
     pre = images.reshape(len(images), -1) @ np.sign(kernel)
     np.testing.assert_allclose(mean, pre.mean(axis=0), rtol=1e-4, atol=1e-4)
 

@@ -727,10 +727,13 @@ def test_every_task_batch_norm_state_ships_and_loads(trained, tmp_path, registry
     )
     assert card["task_batch_norm"] == {
         "statistics": "saved at each task's end",
-        "file": "task_batch_norm.npz",
+        "checkpoint": "task_batch_norm",
         "tasks": ["task_1", "task_2"],
     }
-    assert "task_batch_norm.npz" in card["files"]
+    assert {
+        "task_batch_norm.index",
+        "task_batch_norm.data-00000-of-00001",
+    } <= set(card["files"])
     assert (
         "`zoo.load_pretrained('tasks', task=...)`"
         in (tmp_path / "tasks" / "README.md").read_text()
@@ -768,6 +771,82 @@ def test_every_task_batch_norm_state_ships_and_loads(trained, tmp_path, registry
     _one_line_error(
         lambda: zoo.load_pretrained("tasks", task="task_3"),
         "has no BatchNorm state of task 'task_3'; its tasks are task_1, task_2",
+    )
+
+
+def test_task_batch_norm_npz_of_older_directories_loads_and_migrates(
+    trained, tmp_path, registry
+):
+    # Directories written before the checkpoint shipped task_batch_norm.npz: they
+    # load the same states, and migrate_task_batch_norm moves them into the
+    # checkpoint package_pretrained writes now, byte for byte.
+    model, test = trained
+    states = {
+        "task_1": _batch_norm_state(model, 0.5),
+        "task_2": _batch_norm_state(model),
+    }
+    card = zoo.package_pretrained(
+        model,
+        name="tasks",
+        card={**CARD, "task_batch_norm": {"statistics": "saved at each task's end"}},
+        directory=tmp_path / "new",
+        lce=False,
+        task_batch_norm=states,
+    )
+    new, old = tmp_path / "new" / "tasks", tmp_path / "old" / "tasks"
+    shutil.copytree(new, old)
+    checkpoint = tf.train.load_checkpoint(str(old / "task_batch_norm"))
+    np.savez(
+        old / "task_batch_norm.npz",
+        **{
+            key: checkpoint.get_tensor(key)
+            for key in checkpoint.get_variable_to_shape_map()
+        },
+    )
+    legacy = json.loads(json.dumps(card))
+    del legacy["card_sha256"]
+    legacy["task_batch_norm"] = {
+        "statistics": "saved at each task's end",
+        "file": "task_batch_norm.npz",
+        "tasks": ["task_1", "task_2"],
+    }
+    for suffix in ("index", "data-00000-of-00001"):
+        (old / f"task_batch_norm.{suffix}").unlink()
+        del legacy["files"][f"task_batch_norm.{suffix}"]
+    npz = (old / "task_batch_norm.npz").read_bytes()
+    legacy["files"]["task_batch_norm.npz"] = {
+        "bytes": len(npz),
+        "sha256": hashlib.sha256(npz).hexdigest(),
+    }
+    (old / "model_card.json").write_text(json.dumps(legacy))
+    reseal_pretrained(old)
+    x = test[0][:16]
+    for name, directory in (("new", new), ("old", old)):
+        zoo.register_pretrained(
+            name, factory="mlp_meta", kwargs=KWARGS, directory=directory
+        )
+    np.testing.assert_array_equal(
+        zoo.load_pretrained("old", task="task_1")(x),
+        zoo.load_pretrained("new", task="task_1")(x),
+    )
+    migrated = zoo.publishing.migrate_task_batch_norm(old)
+    assert migrated["task_batch_norm"] == card["task_batch_norm"]
+    assert sorted(migrated["files"]) == sorted(card["files"])
+    assert not (old / "task_batch_norm.npz").exists()
+    for suffix in ("index", "data-00000-of-00001"):
+        name = f"task_batch_norm.{suffix}"
+        assert (old / name).read_bytes() == (new / name).read_bytes()
+    assert (old / "README.md").read_text() == (new / "README.md").read_text()
+    assert zoo.model_directory.verify_pretrained(old) == migrated
+    np.testing.assert_array_equal(
+        zoo.load_pretrained("old", task="task_1")(x),
+        zoo.load_pretrained("new", task="task_1")(x),
+    )
+    assert zoo.publishing.migrate_task_batch_norm(old) == migrated  # nothing left to do
+    wider = zoo.mlp_meta(**{**KWARGS, "hidden_units": (32,)})
+    _one_line_error(
+        lambda: zoo.pretrained.set_task_batch_norm(wider, old, "task_1"),
+        "its per-task BatchNorm states do not fit its model",
     )
 
 

@@ -4,9 +4,12 @@
 
     saved_model/      Keras SavedModel with the float32 latent weights
     model.tflite      Larq Compute Engine flatbuffer (optional)
-    task_batch_norm.npz
+    task_batch_norm.index, task_batch_norm.data-00000-of-00001
                       the BatchNorm state of every task, for a model of tasks learned
-                      one after another with per-task BatchNorm (optional)
+                      one after another with per-task BatchNorm (optional): a
+                      TensorFlow checkpoint, keys `task/layer/weight`, read with
+                      `tf.train.load_checkpoint("task_batch_norm")` (directories
+                      written before it held `task_batch_norm.npz`, which still loads)
     model_card.json   the model card; its `files` table lists every other file with its
                       size in bytes and its sha256, and `card_sha256` is the sha256 of
                       the card itself (see `card_sha256`)
@@ -36,6 +39,7 @@ __all__ = [
     "REINSTALL_HINT",
     "SAVED_MODEL",
     "TASK_BATCH_NORM",
+    "TASK_BATCH_NORM_NPZ",
     "card_sha256",
     "directory_files",
     "file_sha256",
@@ -52,7 +56,10 @@ SAVED_MODEL = "saved_model"
 FLATBUFFER = "model.tflite"
 CARD = "model_card.json"
 CARD_MARKDOWN = "README.md"
-TASK_BATCH_NORM = "task_batch_norm.npz"
+# The prefix of the TensorFlow checkpoint of every task's BatchNorm state.
+TASK_BATCH_NORM = "task_batch_norm"
+# What directories written before the checkpoint held instead (read, never written).
+TASK_BATCH_NORM_NPZ = "task_batch_norm.npz"
 # The card's field holding the sha256 of the card itself.
 CARD_SHA256 = "card_sha256"
 # How every error about a damaged pretrained model ends.

@@ -47,6 +47,7 @@ from zoo.model_directory import (  # noqa: F401  (re-exported for readers of a m
     REINSTALL_HINT,
     SAVED_MODEL,
     TASK_BATCH_NORM,
+    TASK_BATCH_NORM_NPZ,
     PathType,
     read_card,
     verify_pretrained,
@@ -600,9 +601,19 @@ def _signature(layer) -> list:
 
 
 def task_batch_norm_key(task: str, layer: tf.keras.layers.Layer, weight) -> str:
-    """The key of one BatchNorm array of one task in `task_batch_norm.npz`:
-    `task/layer/weight`, e.g. `task_1/bn_1/moving_mean`."""
+    """The key of one BatchNorm array of one task in the `task_batch_norm`
+    checkpoint: `task/layer/weight`, e.g. `task_1/bn_1/moving_mean`."""
     return f"{task}/{layer.name}/{_weight_name(weight)}"
+
+
+def _read_task_batch_norm(directory: Path, shipped: Mapping, keys: list) -> list:
+    """The arrays of `keys` from a directory's per-task BatchNorm states: its
+    TensorFlow checkpoint, or the `.npz` of a directory written before it."""
+    if shipped.get("file") == TASK_BATCH_NORM_NPZ:
+        with np.load(directory / TASK_BATCH_NORM_NPZ) as arrays:
+            return [arrays[key] for key in keys]
+    reader = tf.train.load_checkpoint(str(directory / TASK_BATCH_NORM))
+    return [reader.get_tensor(key) for key in keys]
 
 
 def set_task_batch_norm(model: tf.keras.Model, directory: PathType, task: str) -> None:
@@ -623,7 +634,8 @@ def set_task_batch_norm(model: tf.keras.Model, directory: PathType, task: str) -
     directory = Path(directory)
     card = read_card(directory)
     name = card.get("name", directory.name)
-    tasks = list((card.get("task_batch_norm") or {}).get("tasks") or [])
+    shipped = card.get("task_batch_norm") or {}
+    tasks = list(shipped.get("tasks") or [])
     if not tasks:
         raise ValueError(
             f"pretrained model {name} ships one BatchNorm state, not one per task; "
@@ -639,18 +651,19 @@ def set_task_batch_norm(model: tf.keras.Model, directory: PathType, task: str) -
         for layer in model.layers
         if isinstance(layer, tf.keras.layers.BatchNormalization)
     ]
+    keys = [
+        task_batch_norm_key(task, layer, weight)
+        for layer in layers
+        for weight in layer.weights
+    ]
     try:
-        with np.load(directory / TASK_BATCH_NORM) as arrays:
-            states = [
-                [arrays[task_batch_norm_key(task, layer, w)] for w in layer.weights]
-                for layer in layers
-            ]
-        for layer, state in zip(layers, states):
-            layer.set_weights(state)
-    except (OSError, KeyError, ValueError) as error:
+        arrays = iter(_read_task_batch_norm(directory, shipped, keys))
+        for layer in layers:
+            layer.set_weights([next(arrays) for _ in layer.weights])
+    except (OSError, KeyError, ValueError, tf.errors.OpError) as error:
         raise ValueError(
-            f"pretrained model {name}: {TASK_BATCH_NORM} does not fit its model "
-            f"({_first_line(error)}); {REINSTALL_HINT}"
+            f"pretrained model {name}: its per-task BatchNorm states do not fit its "
+            f"model ({_first_line(error)}); {REINSTALL_HINT}"
         ) from None
 
 

@@ -8,7 +8,8 @@ to host; `zoo.register_pretrained` then makes its URL loadable by name.
 `reseal_pretrained` adds its own sha256 to the card of a directory written before cards
 recorded one, after checking every file it lists; `refresh_card` adds what cards hold
 now (usage, data, per-class accuracy) to an older card, leaving the model files as
-they are.
+they are; `migrate_task_batch_norm` moves an older directory's per-task BatchNorm states
+from `task_batch_norm.npz` into the TensorFlow checkpoint written now.
 
 ```python
 import zoo
@@ -42,6 +43,7 @@ from zoo.model_directory import (
     FLATBUFFER,
     SAVED_MODEL,
     TASK_BATCH_NORM,
+    TASK_BATCH_NORM_NPZ,
     PathType,
     directory_files,
     file_sha256,
@@ -57,6 +59,7 @@ __all__ = [
     "REQUIRED_CARD_KEYS",
     "WRITTEN_CARD_KEYS",
     "archive_pretrained",
+    "migrate_task_batch_norm",
     "package_pretrained",
     "refresh_card",
     "reseal_pretrained",
@@ -123,7 +126,7 @@ def _check_class_names(class_names, model: tf.keras.Model) -> None:
 
 def _task_batch_norm_arrays(states, model: tf.keras.Model) -> dict:
     """`task_batch_norm` checked against `model`'s BatchNorm layers, as the arrays of
-    `TASK_BATCH_NORM` (keys `zoo.pretrained.task_batch_norm_key`)."""
+    the `TASK_BATCH_NORM` checkpoint (keys `zoo.pretrained.task_batch_norm_key`)."""
     layers = {
         layer.name: layer
         for layer in model.layers
@@ -171,6 +174,19 @@ def _task_batch_norm_arrays(states, model: tf.keras.Model) -> dict:
                     "put its task last"
                 )
     return arrays
+
+
+def _save_checkpoint(prefix: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Writes `arrays` as the TensorFlow checkpoint `prefix` (`.index` and
+    `.data-00000-of-00001`, the format of a SavedModel's variables), byte for byte
+    the same for the same arrays; `tf.train.load_checkpoint(prefix)` reads it."""
+    keys = sorted(arrays)
+    tf.raw_ops.SaveV2(
+        prefix=str(prefix),
+        tensor_names=keys,
+        shape_and_slices=[""] * len(keys),
+        tensors=[tf.constant(arrays[key]) for key in keys],
+    )
 
 
 def _lce_version() -> Optional[str]:
@@ -281,7 +297,9 @@ def _task_batch_norm_lines(card: Mapping[str, Any]) -> list:
         return []
     accuracy = shipped.get("keras_test_accuracy") or {}
     lines = [
-        f"`{TASK_BATCH_NORM}` holds the BatchNorm state of every task "
+        f"`{TASK_BATCH_NORM}.index` and `{TASK_BATCH_NORM}.data-00000-of-00001` (a "
+        "TensorFlow checkpoint, keys `task/layer/weight`) hold the BatchNorm state of "
+        "every task "
         f"({', '.join(shipped['tasks'])}): `zoo.load_pretrained({card['name']!r}, "
         "task=...)` loads the model with that task's; the SavedModel and "
         f"`{FLATBUFFER}` carry {shipped['tasks'][-1]}'s. "
@@ -412,9 +430,10 @@ def package_pretrained(
     (`zoo.model_directory.card_sha256`). A card's `data` (`source`, `note`: on which
     copy of the dataset the accuracies were measured) is shown in its markdown.
     A model of tasks learned one after another with per-task BatchNorm also ships
-    every task's BatchNorm state (`task_batch_norm`), in `task_batch_norm.npz`, which
-    `zoo.load_pretrained(name, task=...)` reads; the card's `task_batch_norm` lists
-    its tasks (and keeps what the given card says of them, e.g. accuracies).
+    every task's BatchNorm state (`task_batch_norm`), in the TensorFlow checkpoint
+    `task_batch_norm` (`.index` and `.data-00000-of-00001`, keys `task/layer/weight`),
+    which `zoo.load_pretrained(name, task=...)` reads; the card's `task_batch_norm`
+    lists its tasks (and keeps what the given card says of them, e.g. accuracies).
     Nothing is left behind on failure.
 
     # Arguments
@@ -492,7 +511,7 @@ def package_pretrained(
     if task_arrays is not None:
         written["task_batch_norm"] = {
             **_jsonable(card.get("task_batch_norm") or {}),
-            "file": TASK_BATCH_NORM,
+            "checkpoint": TASK_BATCH_NORM,
             "tasks": list(task_batch_norm),
         }
     results = {"keras_test_accuracy": None, "test_samples": None, "lce": None}
@@ -504,7 +523,7 @@ def package_pretrained(
             model.save(partial / SAVED_MODEL, include_optimizer=False, save_format="tf")
         shutil.rmtree(partial / SAVED_MODEL / "assets", ignore_errors=True)  # empty
         if task_arrays is not None:
-            np.savez(partial / TASK_BATCH_NORM, **task_arrays)
+            _save_checkpoint(partial / TASK_BATCH_NORM, task_arrays)
         if verify_data is not None:
             x, y = verify_data
             logits = model.predict(x, batch_size=256, verbose=0)
@@ -674,6 +693,76 @@ def refresh_card(
     }
     sealed = seal_card(fresh)
     _write_card(directory, sealed)
+    return sealed
+
+
+def migrate_task_batch_norm(directory: PathType) -> dict:
+    """Moves the per-task BatchNorm states of an older pretrained model directory from
+    `task_batch_norm.npz` into the TensorFlow checkpoint `task_batch_norm`.
+
+    For directories written before `package_pretrained` wrote the checkpoint (both
+    load; this brings an older one to what is written now): the directory is verified,
+    every array of the `.npz` is written to the checkpoint under the same key, then
+    `README.md` and the card list the checkpoint's files (the card's
+    `task_batch_norm["checkpoint"]` replaces its `"file"`) and the `.npz` is removed.
+    The SavedModel and the flatbuffer are left byte for byte as they are; a directory
+    that ships no `.npz` is left as it is.
+
+    # Arguments
+        directory: a pretrained model directory.
+
+    # Returns
+        The model card (the new one after a migration).
+
+    # Raises
+        ValueError: if the directory fails verification.
+    """
+    directory = Path(directory).expanduser()
+    card = verify_pretrained(directory)
+    shipped = card.get("task_batch_norm") or {}
+    if shipped.get("file") != TASK_BATCH_NORM_NPZ:
+        return card
+    with np.load(directory / TASK_BATCH_NORM_NPZ) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    fresh = {k: v for k, v in card.items() if k not in ("files", CARD_SHA256)}
+    fresh["task_batch_norm"] = {
+        **{k: v for k, v in shipped.items() if k not in ("file", "tasks")},
+        "checkpoint": TASK_BATCH_NORM,
+        "tasks": shipped["tasks"],
+    }
+    files = {
+        rel: entry
+        for rel, entry in card["files"].items()
+        if rel not in (TASK_BATCH_NORM_NPZ, CARD_MARKDOWN)
+    }
+    checkpoint = [f"{TASK_BATCH_NORM}.index", f"{TASK_BATCH_NORM}.data-00000-of-00001"]
+    try:
+        _save_checkpoint(directory / TASK_BATCH_NORM, arrays)
+        for rel in checkpoint:
+            files[rel] = {
+                "bytes": (directory / rel).stat().st_size,
+                "sha256": file_sha256(directory / rel),
+            }
+        sizes = {rel: files[rel]["bytes"] for rel in sorted(files)}
+        markdown = _markdown_card(fresh, sizes).encode("utf-8")
+        partial = directory / f".{CARD_MARKDOWN}.partial-{os.getpid()}"
+        try:
+            partial.write_bytes(markdown)
+            os.replace(partial, directory / CARD_MARKDOWN)
+        finally:
+            partial.unlink(missing_ok=True)
+    except BaseException:
+        for rel in checkpoint:
+            (directory / rel).unlink(missing_ok=True)
+        raise
+    files[CARD_MARKDOWN] = {
+        "bytes": len(markdown),
+        "sha256": file_sha256(directory / CARD_MARKDOWN),
+    }
+    fresh["files"] = dict(sorted(files.items()))
+    sealed = seal_card(fresh)
+    _write_card(directory, sealed)
+    (directory / TASK_BATCH_NORM_NPZ).unlink()
     return sealed
 
 
