@@ -708,10 +708,9 @@ def _batch_norm_state(model, shift=0.0):
     }
 
 
-def test_every_task_batch_norm_state_ships_and_loads(trained, tmp_path, registry):
-    # A model of tasks learned one after another ships each task's BatchNorm state;
-    # load_pretrained(task=...) gives the model that state, nothing else changes.
-    model, test = trained
+def _package_two_tasks(model, directory, verify_data=None):
+    """Packages `model` as `directory/tasks` with two tasks' BatchNorm states, the
+    first with shifted moving means: (states, card)."""
     states = {
         "task_1": _batch_norm_state(model, 0.5),
         "task_2": _batch_norm_state(model),
@@ -720,11 +719,19 @@ def test_every_task_batch_norm_state_ships_and_loads(trained, tmp_path, registry
         model,
         name="tasks",
         card={**CARD, "task_batch_norm": {"statistics": "saved at each task's end"}},
-        directory=tmp_path,
+        directory=directory,
         lce=False,
-        verify_data=test,
+        verify_data=verify_data,
         task_batch_norm=states,
     )
+    return states, card
+
+
+def test_every_task_batch_norm_state_ships_and_loads(trained, tmp_path, registry):
+    # A model of tasks learned one after another ships each task's BatchNorm state;
+    # load_pretrained(task=...) gives the model that state, nothing else changes.
+    model, test = trained
+    states, card = _package_two_tasks(model, tmp_path, verify_data=test)
     assert card["task_batch_norm"] == {
         "statistics": "saved at each task's end",
         "checkpoint": "task_batch_norm",
@@ -781,18 +788,7 @@ def test_task_batch_norm_npz_of_older_directories_loads_and_migrates(
     # load the same states, and migrate_task_batch_norm moves them into the
     # checkpoint package_pretrained writes now, byte for byte.
     model, test = trained
-    states = {
-        "task_1": _batch_norm_state(model, 0.5),
-        "task_2": _batch_norm_state(model),
-    }
-    card = zoo.package_pretrained(
-        model,
-        name="tasks",
-        card={**CARD, "task_batch_norm": {"statistics": "saved at each task's end"}},
-        directory=tmp_path / "new",
-        lce=False,
-        task_batch_norm=states,
-    )
+    _, card = _package_two_tasks(model, tmp_path / "new")
     new, old = tmp_path / "new" / "tasks", tmp_path / "old" / "tasks"
     shutil.copytree(new, old)
     checkpoint = tf.train.load_checkpoint(str(old / "task_batch_norm"))

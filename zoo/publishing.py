@@ -672,26 +672,27 @@ def refresh_card(
             predicted, y, class_names, logits.shape[-1]
         ),
     }
-    sizes = {  # the files beside it, as package_pretrained's markdown lists them
-        rel: entry["bytes"]
-        for rel, entry in card["files"].items()
-        if rel != CARD_MARKDOWN
-    }
-    markdown = _markdown_card(fresh, sizes).encode("utf-8")
+    return _write_cards(directory, fresh, card["files"])
+
+
+def _write_cards(directory: Path, card: dict, files: Mapping[str, Any]) -> dict:
+    """Writes `README.md` and `model_card.json` of an existing directory again: `card`
+    (without `files` and `card_sha256`) with the `files` table of the other files
+    (their entries; the markdown's is made here), sealed. Returns the sealed card."""
+    files = {rel: files[rel] for rel in sorted(files) if rel != CARD_MARKDOWN}
+    sizes = {rel: entry["bytes"] for rel, entry in files.items()}  # as package's
+    markdown = _markdown_card(card, sizes).encode("utf-8")
     partial = directory / f".{CARD_MARKDOWN}.partial-{os.getpid()}"
     try:
         partial.write_bytes(markdown)
         os.replace(partial, directory / CARD_MARKDOWN)
     finally:
         partial.unlink(missing_ok=True)
-    fresh["files"] = {
-        **card["files"],
-        CARD_MARKDOWN: {
-            "bytes": len(markdown),
-            "sha256": file_sha256(directory / CARD_MARKDOWN),
-        },
+    files[CARD_MARKDOWN] = {
+        "bytes": len(markdown),
+        "sha256": file_sha256(directory / CARD_MARKDOWN),
     }
-    sealed = seal_card(fresh)
+    sealed = seal_card({**card, "files": dict(sorted(files.items()))})
     _write_card(directory, sealed)
     return sealed
 
@@ -730,11 +731,7 @@ def migrate_task_batch_norm(directory: PathType) -> dict:
         "checkpoint": TASK_BATCH_NORM,
         "tasks": shipped["tasks"],
     }
-    files = {
-        rel: entry
-        for rel, entry in card["files"].items()
-        if rel not in (TASK_BATCH_NORM_NPZ, CARD_MARKDOWN)
-    }
+    files = {k: v for k, v in card["files"].items() if k != TASK_BATCH_NORM_NPZ}
     checkpoint = [f"{TASK_BATCH_NORM}.index", f"{TASK_BATCH_NORM}.data-00000-of-00001"]
     try:
         _save_checkpoint(directory / TASK_BATCH_NORM, arrays)
@@ -743,25 +740,11 @@ def migrate_task_batch_norm(directory: PathType) -> dict:
                 "bytes": (directory / rel).stat().st_size,
                 "sha256": file_sha256(directory / rel),
             }
-        sizes = {rel: files[rel]["bytes"] for rel in sorted(files)}
-        markdown = _markdown_card(fresh, sizes).encode("utf-8")
-        partial = directory / f".{CARD_MARKDOWN}.partial-{os.getpid()}"
-        try:
-            partial.write_bytes(markdown)
-            os.replace(partial, directory / CARD_MARKDOWN)
-        finally:
-            partial.unlink(missing_ok=True)
+        sealed = _write_cards(directory, fresh, files)
     except BaseException:
         for rel in checkpoint:
             (directory / rel).unlink(missing_ok=True)
         raise
-    files[CARD_MARKDOWN] = {
-        "bytes": len(markdown),
-        "sha256": file_sha256(directory / CARD_MARKDOWN),
-    }
-    fresh["files"] = dict(sorted(files.items()))
-    sealed = seal_card(fresh)
-    _write_card(directory, sealed)
     (directory / TASK_BATCH_NORM_NPZ).unlink()
     return sealed
 
