@@ -782,7 +782,7 @@ def test_every_task_batch_norm_state_ships_and_loads(trained, tmp_path, registry
 
 
 def test_task_batch_norm_npz_of_older_directories_loads_and_migrates(
-    trained, tmp_path, registry
+    trained, tmp_path, registry, monkeypatch
 ):
     # Directories written before the checkpoint shipped task_batch_norm.npz: they
     # load the same states, and migrate_task_batch_norm moves them into the
@@ -814,6 +814,17 @@ def test_task_batch_norm_npz_of_older_directories_loads_and_migrates(
         "bytes": len(npz),
         "sha256": hashlib.sha256(npz).hexdigest(),
     }
+    readme = (old / "README.md").read_text().replace(
+        "`task_batch_norm.index` and `task_batch_norm.data-00000-of-00001` (a "
+        "TensorFlow checkpoint, keys `task/layer/weight`) hold",
+        "`task_batch_norm.npz` holds",
+    )
+    assert "`task_batch_norm.npz` holds" in readme  # as older directories' say
+    (old / "README.md").write_text(readme)
+    legacy["files"]["README.md"] = {
+        "bytes": len(readme.encode()),
+        "sha256": hashlib.sha256(readme.encode()).hexdigest(),
+    }
     (old / "model_card.json").write_text(json.dumps(legacy))
     reseal_pretrained(old)
     x = test[0][:16]
@@ -825,6 +836,17 @@ def test_task_batch_norm_npz_of_older_directories_loads_and_migrates(
         zoo.load_pretrained("old", task="task_1")(x),
         zoo.load_pretrained("new", task="task_1")(x),
     )
+    listed = zoo.model_directory.directory_files
+    before = {rel: (old / rel).read_bytes() for rel in listed(old)}
+
+    def fail(card):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:  # fails once README.md is written
+        patch.setattr(zoo.publishing, "seal_card", fail)
+        with pytest.raises(OSError, match="disk full"):
+            zoo.publishing.migrate_task_batch_norm(old)
+    assert {rel: (old / rel).read_bytes() for rel in listed(old)} == before
     migrated = zoo.publishing.migrate_task_batch_norm(old)
     assert migrated["task_batch_norm"] == card["task_batch_norm"]
     assert sorted(migrated["files"]) == sorted(card["files"])

@@ -707,7 +707,7 @@ def migrate_task_batch_norm(directory: PathType) -> dict:
     `README.md` and the card list the checkpoint's files (the card's
     `task_batch_norm["checkpoint"]` replaces its `"file"`) and the `.npz` is removed.
     The SavedModel and the flatbuffer are left byte for byte as they are; a directory
-    that ships no `.npz` is left as it is.
+    that ships no `.npz` is left as it is, and one whose migration fails as it was.
 
     # Arguments
         directory: a pretrained model directory.
@@ -733,6 +733,7 @@ def migrate_task_batch_norm(directory: PathType) -> dict:
     }
     files = {k: v for k, v in card["files"].items() if k != TASK_BATCH_NORM_NPZ}
     checkpoint = [f"{TASK_BATCH_NORM}.index", f"{TASK_BATCH_NORM}.data-00000-of-00001"]
+    markdown = (directory / CARD_MARKDOWN).read_bytes()  # put back on failure
     try:
         _save_checkpoint(directory / TASK_BATCH_NORM, arrays)
         for rel in checkpoint:
@@ -744,6 +745,7 @@ def migrate_task_batch_norm(directory: PathType) -> dict:
     except BaseException:
         for rel in checkpoint:
             (directory / rel).unlink(missing_ok=True)
+        (directory / CARD_MARKDOWN).write_bytes(markdown)
         raise
     (directory / TASK_BATCH_NORM_NPZ).unlink()
     return sealed
