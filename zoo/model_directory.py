@@ -39,6 +39,7 @@ __all__ = [
     "REINSTALL_HINT",
     "SAVED_MODEL",
     "TASK_BATCH_NORM",
+    "TASK_BATCH_NORM_FILES",
     "TASK_BATCH_NORM_NPZ",
     "card_sha256",
     "directory_files",
@@ -58,6 +59,11 @@ CARD = "model_card.json"
 CARD_MARKDOWN = "README.md"
 # The prefix of the TensorFlow checkpoint of every task's BatchNorm state.
 TASK_BATCH_NORM = "task_batch_norm"
+# Its files (a one-shard TensorFlow checkpoint).
+TASK_BATCH_NORM_FILES = (
+    f"{TASK_BATCH_NORM}.index",
+    f"{TASK_BATCH_NORM}.data-00000-of-00001",
+)
 # What directories written before the checkpoint held instead (read, never written).
 TASK_BATCH_NORM_NPZ = "task_batch_norm.npz"
 # The card's field holding the sha256 of the card itself.

@@ -43,6 +43,7 @@ from zoo.model_directory import (
     FLATBUFFER,
     SAVED_MODEL,
     TASK_BATCH_NORM,
+    TASK_BATCH_NORM_FILES,
     TASK_BATCH_NORM_NPZ,
     PathType,
     directory_files,
@@ -297,9 +298,9 @@ def _task_batch_norm_lines(card: Mapping[str, Any]) -> list:
         return []
     accuracy = shipped.get("keras_test_accuracy") or {}
     lines = [
-        f"`{TASK_BATCH_NORM}.index` and `{TASK_BATCH_NORM}.data-00000-of-00001` (a "
-        "TensorFlow checkpoint, keys `task/layer/weight`) hold the BatchNorm state of "
-        "every task "
+        " and ".join(f"`{rel}`" for rel in TASK_BATCH_NORM_FILES)
+        + " (a TensorFlow checkpoint, keys `task/layer/weight`) hold the BatchNorm "
+        "state of every task "
         f"({', '.join(shipped['tasks'])}): `zoo.load_pretrained({card['name']!r}, "
         "task=...)` loads the model with that task's; the SavedModel and "
         f"`{FLATBUFFER}` carry {shipped['tasks'][-1]}'s. "
@@ -732,18 +733,17 @@ def migrate_task_batch_norm(directory: PathType) -> dict:
         "tasks": shipped["tasks"],
     }
     files = {k: v for k, v in card["files"].items() if k != TASK_BATCH_NORM_NPZ}
-    checkpoint = [f"{TASK_BATCH_NORM}.index", f"{TASK_BATCH_NORM}.data-00000-of-00001"]
     markdown = (directory / CARD_MARKDOWN).read_bytes()  # put back on failure
     try:
         _save_checkpoint(directory / TASK_BATCH_NORM, arrays)
-        for rel in checkpoint:
+        for rel in TASK_BATCH_NORM_FILES:
             files[rel] = {
                 "bytes": (directory / rel).stat().st_size,
                 "sha256": file_sha256(directory / rel),
             }
         sealed = _write_cards(directory, fresh, files)
     except BaseException:
-        for rel in checkpoint:
+        for rel in TASK_BATCH_NORM_FILES:
             (directory / rel).unlink(missing_ok=True)
         (directory / CARD_MARKDOWN).write_bytes(markdown)
         raise
