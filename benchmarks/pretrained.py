@@ -100,6 +100,7 @@ def card_summary(card: dict) -> dict:
         "epochs": card.get("epochs"),
         "meta": hyper.get("meta"),
         "learning_rate": hyper.get("learning_rate"),
+        "lr_schedule": hyper.get("lr_schedule"),
         "batch_size": hyper.get("batch_size"),
         "augment": hyper.get("augment"),
         "precision": hyper.get("precision", "float32"),

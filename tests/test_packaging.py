@@ -21,8 +21,8 @@ def train_tiny(tmp_path, data_dir):
     run_dir = tmp_path / "run"
     argv = [
         "train", "--dataset", "fashion_mnist", "--epochs", "2", "--hidden-units", "32",
-        "32", "--batch-size", "40", "--data-dir", str(data_dir), "--run-dir",
-        str(run_dir), "--quiet",
+        "32", "--batch-size", "40", "--lr-schedule", "cosine", "--weight-decay", "1e-7",
+        "--data-dir", str(data_dir), "--run-dir", str(run_dir), "--quiet",
     ]  # fmt: skip
     assert main(argv) == 0
     return run_dir, argv
@@ -58,9 +58,11 @@ def test_packaged_run_scores_what_the_run_reported(tmp_path, tiny_data_dir, caps
     assert card["command"] == "python -m training " + " ".join(argv)
     assert card["factory"] == "mlp_meta" and card["kwargs"]["hidden_units"] == [32, 32]
     assert card["epochs"] == 2 and card["budget"] == "2 CPU cores, seconds"
-    assert (
-        card["hyperparameters"]["learning_rate"] == summary["config"]["learning_rate"]
-    )
+    hyperparameters = card["hyperparameters"]
+    assert hyperparameters["learning_rate"] == summary["config"]["learning_rate"]
+    # What the command set beyond the learning rate, readable without parsing it.
+    assert hyperparameters["lr_schedule"] == "cosine"
+    assert hyperparameters["weight_decay"] == 1e-7
     # The shipped weights are the ones the run evaluated last.
     keras = card["results"]["keras_test_accuracy"]
     assert keras == pytest.approx(summary["final_accuracy"]["fashion_mnist"], abs=1e-6)

@@ -175,6 +175,7 @@ def test_pretrained_table_says_how_each_model_was_trained_and_measured():
             "protocol": "sequence",
             "runs": 2,
             "epochs": 200,
+            "lr_schedule": "cosine",
             "data_note": "the cifar10 images of x.tar.gz are a JPEG quality 75 copy",
             "kwargs": {},
         },
@@ -189,6 +190,7 @@ def test_pretrained_table_says_how_each_model_was_trained_and_measured():
     )
     assert lines[3].startswith("| `zoo.vgg16_meta(pretrained=True)`: `vgg` | cifar10, "
                                "200 epochs in 2 runs")  # fmt: skip
+    assert ", lr 0.005 cosine-decayed to 0, batch 100," in lines[3]
     assert "| 97.12 % |" in lines[3]  # the whole test split: no count
     assert lines[-1].endswith(
         "Note: The cifar10 images of x.tar.gz are a JPEG quality 75 copy."

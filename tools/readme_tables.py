@@ -550,12 +550,10 @@ def _training(card: Mapping[str, Any]) -> str:
         what = f"{dataset}, {card['epochs']} epochs"
         if card.get("runs", 1) > 1:
             what += f" in {card['runs']} runs (the last one's lr)"
-    parts = [
-        what,
-        f"m = {card['meta']:g}",
-        f"lr {card['learning_rate']:g}",
-        f"batch {card['batch_size']}",
-    ]
+    learning_rate = f"lr {card['learning_rate']:g}"
+    if card.get("lr_schedule") == "cosine":
+        learning_rate += " cosine-decayed to 0"
+    parts = [what, f"m = {card['meta']:g}", learning_rate, f"batch {card['batch_size']}"]
     if card.get("augment"):
         parts.append(f"augment {card['augment']}")
     parts.append(card.get("precision") or "float32")

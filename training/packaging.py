@@ -283,6 +283,8 @@ def package_run(
         "hyperparameters": {
             "optimizer": "MetaplasticAdam",
             "learning_rate": config.learning_rate,
+            "lr_schedule": config.lr_schedule,
+            "weight_decay": config.weight_decay,
             "meta": config.meta,
             "batch_size": config.batch_size,
             "augment": config.augment,
