@@ -56,8 +56,16 @@ def test_a_stopped_run_and_its_pace(finished_run, tmp_path):
     (stopped / "config.json").write_text(json.dumps(config))
     ends = sorted((stopped / "checkpoint").glob("epoch-*.progress.json"))
     assert [p.name.split(".")[0] for p in ends] == ["epoch-3", "epoch-4"]
-    os.utime(ends[0], (1_000_000, 1_000_000))
-    os.utime(ends[1], (1_000_042, 1_000_042))
+    # The pace is the difference of the training times the two epochs recorded, not of
+    # the files' times: a stop and a resume between them (here an hour) do not count.
+    for path, wall_time, mtime in (
+        (ends[0], 100.0, 1_000_000),
+        (ends[1], 142.0, 1_003_642),
+    ):
+        saved = json.loads(path.read_text())
+        saved["wall_time"] = wall_time
+        path.write_text(json.dumps(saved))
+        os.utime(path, (mtime, mtime))
     status = run_status(stopped)
     assert status.state == "stopped"
     assert (status.completed_epochs, status.planned_epochs) == (4, 6)

@@ -264,13 +264,22 @@ class RunDirectory:
         return _describe_holder(text)
 
     def last_epoch_seconds(self) -> float | None:
-        """Seconds between the ends of the last two saved epochs (from their progress
-        files), or `None` with fewer than two."""
-        ends = sorted(
-            path.stat().st_mtime
+        """The training seconds of the last saved epoch: the difference of the wall
+        times the last two saved epochs recorded, so the time between a stop and its
+        resume does not count; `None` with fewer than two readable."""
+        saved = sorted(
+            (epoch, path)
             for path in self.checkpoint_dir.glob(f"epoch-*.{PROGRESS_FILE}")
+            if (epoch := _epoch_of(path)) is not None
         )
-        return ends[-1] - ends[-2] if len(ends) >= 2 else None
+        try:
+            times = [
+                float(json.loads(path.read_text())["wall_time"])
+                for _, path in saved[-2:]
+            ]
+        except _DAMAGED:
+            return None
+        return times[1] - times[0] if len(times) == 2 else None
 
     def read_config(self) -> RunConfig:
         """The run's configuration, from `config.json`.

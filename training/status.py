@@ -54,7 +54,8 @@ class RunStatus:
         planned_epochs: epochs the whole run trains (`planned_epochs`).
         wall_time_s: training time so far, over every invocation (while a process
             was paused too).
-        last_epoch_s: duration of the last completed epoch, if two were saved.
+        last_epoch_s: training time of the last completed epoch (a stop and its
+            resume within it do not count), if two were saved.
         remaining_s: `last_epoch_s` times the epochs left, if known.
         holder: the process writing it (pid, host, start), when running.
         accuracy: a finished run's final mean test accuracy over its tasks; else the
