@@ -70,9 +70,9 @@ from benchmarks.report import RESULTS_DIR, write_results  # noqa: E402
 from tools import readme_tables  # noqa: E402
 from training import paper  # noqa: E402
 from training.config import RunConfig  # noqa: E402
-from training.rundir import RunDirectory  # noqa: E402
+from training.rundir import RunDirectory, summed_machine_seconds  # noqa: E402
 from training.status import planned_epochs  # noqa: E402
-from zoo.precision import PRECISIONS  # noqa: E402
+from zoo.precision import PRECISIONS, cpu_description  # noqa: E402
 
 __all__ = [
     "COMPARISONS",
@@ -237,8 +237,10 @@ def run_status(run_dir: Path) -> dict:
 
     # Returns
         `{"status": "missing"}`, or `{"status": "finished" | "partial", "config": ...,
-        "completed_epochs": ..., "total_epochs": ..., "wall_time_s": ...}`, with the
-        summary of a finished run and `running` (who holds it) for a partial one.
+        "completed_epochs": ..., "total_epochs": ..., "wall_time_s": ...,
+        "machines": ...}` (`machines`: its training seconds by machine,
+        `Progress.machine_seconds`), with the summary of a finished run and `running`
+        (who holds it) for a partial one.
 
     # Raises
         ValueError: if its files cannot be read.
@@ -259,6 +261,7 @@ def run_status(run_dir: Path) -> dict:
             "completed_epochs": completed,
             "total_epochs": total,
             "wall_time_s": summary["wall_time_s"],
+            "machines": progress.machine_seconds(),
             "checkpoint": progress.checkpoint,
         }
     return {
@@ -267,6 +270,7 @@ def run_status(run_dir: Path) -> dict:
         "completed_epochs": completed,
         "total_epochs": total,
         "wall_time_s": round(progress.wall_time, 1) if progress else 0.0,
+        "machines": progress.machine_seconds() if progress else {},
         "running": directory.holder(),
     }
 
@@ -832,6 +836,7 @@ def collect(
                 "completed_epochs": status["completed_epochs"],
                 "total_epochs": status["total_epochs"],
                 "wall_time_s": status["wall_time_s"],
+                "machines": status["machines"],
             }
             if status["status"] == "partial":
                 entry["running"] = status["running"]
@@ -958,6 +963,7 @@ def collect(
                 for t in task_names
             },
             "wall_time_s": sum(s["wall_time_s"] for s in finished),
+            "machines": summed_machine_seconds(finished),
         }
         if finished and all("bwt" in s for s in finished):
             statistics["acc"] = mean_std([s["acc"] for s in finished])
@@ -1063,9 +1069,16 @@ def collect(
             "note": "sum of the training wall times of every run directory read "
             "and of the seeds kept from the earlier results file (evaluation, "
             "checkpoints and plots included; partial runs so far); "
-            "`collect_time_s` is this file's post-hoc analyses and figures",
+            "`collect_time_s` is this file's post-hoc analyses and figures; "
+            "`machines` splits the wall time by the machine that trained (CPU, CPUs "
+            "and instruction class; 'not recorded' before runs recorded it)",
             "collect_time_s": None,
+            "machines": summed_machine_seconds(
+                [s for r in present.values() for s in r["seeds"].values()]
+            ),
         },
+        # The machine that wrote this file; each seed's `machines` (and the budget's)
+        # give where the training ran.
         "host": _machine(),
         "accuracy_unit": "fraction in [0, 1]; differences too (x 100 for points)",
         "statistics_rule": "mean and sample standard deviation (ddof = 1) over the "
@@ -1090,17 +1103,9 @@ def collect(
 
 
 def _machine() -> dict:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "platform": platform.platform(),
-        "processor": model or platform.processor(),
+        "processor": cpu_description(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -60,7 +59,7 @@ from benchmarks.timing import (  # noqa: E402
 from training.data import load_dataset, make_pipeline  # noqa: E402
 from training.optimizers import MetaplasticAdam  # noqa: E402
 from zoo import registry  # noqa: E402
-from zoo.precision import bf16_instructions, cpu_flags  # noqa: E402
+from zoo.precision import bf16_instructions, cpu_description, cpu_flags  # noqa: E402
 
 LEARNING_RATE, META = 0.005, 1.35
 # Bytes an Adam-type update moves per float32 parameter: reads the variable, m, v and
@@ -481,17 +480,9 @@ BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 def _processor() -> dict:
-    name = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     flags = cpu_flags() or frozenset()
     return {
-        "name": name,
+        "name": cpu_description(),
         "bf16_flags": {f: f in flags for f in BF16_FLAGS},
         # False: bfloat16 is emulated here (training runs warn).
         "bf16_instructions": bf16_instructions(),

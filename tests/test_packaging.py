@@ -14,6 +14,7 @@ from training.batchnorm import recalibration_batches
 from training.cli import main
 from zoo import pretrained
 from zoo.datasets import load_dataset, read_idx
+from zoo.precision import cpu_description
 from zoo.saved_model import load_saved_model
 
 
@@ -153,6 +154,9 @@ def test_card_of_a_run_started_from_another_covers_both(tmp_path, tiny_data_dir)
     assert card["wall_time_s"] == pytest.approx(
         first_summary["wall_time_s"] + second_summary["wall_time_s"], abs=0.11
     )
+    assert card["machines"] == {
+        cpu_description(): pytest.approx(card["wall_time_s"], abs=0.11)
+    }
 
 
 def test_card_of_a_run_continued_from_a_pretrained_model_covers_its_history(
@@ -192,6 +196,10 @@ def test_card_of_a_run_continued_from_a_pretrained_model_covers_its_history(
     assert card["wall_time_s"] == pytest.approx(
         base["wall_time_s"] + second_summary["wall_time_s"], abs=0.11
     )
+    # The pretrained model's time, from its card, and the continuation's.
+    assert card["machines"] == {
+        cpu_description(): pytest.approx(card["wall_time_s"], abs=0.11)
+    }
     earlier = card["continued_from"]
     assert earlier["name"] == "tiny_base" and earlier["epochs"] == 2
     assert earlier["card_sha256"] == base["card_sha256"]

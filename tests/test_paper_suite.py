@@ -15,7 +15,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import paper as suite  # noqa: E402
 from training import paper  # noqa: E402
+from training.rundir import NOT_RECORDED  # noqa: E402
 from training.runner import run  # noqa: E402
+from zoo.precision import cpu_description  # noqa: E402
 
 TINY = dict(num_tasks=2, epochs=1, hidden_units=(16, 16), batch_size=40)
 
@@ -71,6 +73,10 @@ def test_results_file_holds_every_seed_and_the_statistics(fig2):
     assert record["budget"]["runs_partial"] == 1
     assert record["budget"]["wall_time_s"] > 0
     assert record["host"]["cpus"] and record["machine"]
+    assert record["host"]["processor"] == cpu_description()
+    assert sum(record["budget"]["machines"].values()) == pytest.approx(
+        record["budget"]["wall_time_s"], abs=0.3
+    )
     m0, m135 = record["runs"]["m0"], record["runs"]["m1.35"]
     assert set(record["runs"]) == set(paper.experiment("fig2").runs)
     assert record["runs"]["m0.5"]["seeds"] == {}  # not run
@@ -84,6 +90,7 @@ def test_results_file_holds_every_seed_and_the_statistics(fig2):
             )
             assert -1 <= s["bwt"] <= 1 and s["acc"] == pytest.approx(s["mean_accuracy"])
             assert s["completed_epochs"] == s["total_epochs"] == 2
+            assert s["machines"] == {cpu_description(): s["wall_time_s"]}
             assert s["config"]["precision"] == "float32"
             assert s["config"]["hidden_units"] == [16, 16] and s["config"][
                 "seed"
@@ -96,6 +103,11 @@ def test_results_file_holds_every_seed_and_the_statistics(fig2):
         stats = entry["statistics"]
         values = [entry["seeds"][k]["mean_accuracy"] for k in ("0", "1")]
         assert stats["seeds_finished"] == 2
+        assert stats["machines"] == {
+            cpu_description(): pytest.approx(
+                sum(entry["seeds"][k]["wall_time_s"] for k in ("0", "1")), abs=0.11
+            )
+        }
         assert stats["mean_accuracy"]["n"] == 2
         assert stats["mean_accuracy"]["mean"] == pytest.approx(
             sum(values) / 2, abs=1e-6
@@ -314,6 +326,27 @@ def test_seeds_of_the_earlier_results_file_are_kept(fig2, tmp_path, capsys):
     assert (comparison["a"], comparison["b"]) == ("m1.35", "m0")
     assert comparison["p_value"] == before["comparisons"][0]["p_value"]
     assert "left out" not in capsys.readouterr().out
+
+
+def test_kept_seeds_from_before_machines_were_recorded_count_as_not_recorded(
+    fig2, tmp_path
+):
+    runs_root, results = _elsewhere(fig2, tmp_path, keep_seeds=[0])
+    earlier = json.loads((results / "fig2-quick.json").read_text())
+    del earlier["runs"]["m0"]["seeds"]["1"]["machines"]
+    (results / "fig2-quick.json").write_text(json.dumps(earlier))
+    record = json.loads(_collect("fig2", fig2, runs_root, results).read_text())
+    seeds = record["runs"]["m0"]["seeds"]
+    assert "machines" not in seeds["1"]
+    recorded = [
+        s["wall_time_s"]
+        for k, s in seeds.items()
+        if k != "1" and s["status"] == "finished"
+    ]
+    assert record["runs"]["m0"]["statistics"]["machines"] == {
+        cpu_description(): pytest.approx(sum(recorded), abs=0.11),
+        NOT_RECORDED: seeds["1"]["wall_time_s"],
+    }
 
 
 def test_seeds_run_with_other_settings_are_left_out(fig2, tmp_path, capsys):

@@ -5,6 +5,8 @@ LCE conversion."""
 import csv
 import dataclasses
 import json
+import os
+import platform
 import warnings
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from zoo.precision import (
     as_float32,
     bf16_instructions,
     check_precision,
+    cpu_description,
     layer_policy,
     model_precision,
 )
@@ -435,6 +438,29 @@ def test_cpu_bfloat16_instructions_are_read_from_the_flags(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: x\n")  # no flags line
     assert bf16_instructions(str(info)) is None
     assert bf16_instructions(str(tmp_path / "missing")) is None
+
+
+def test_cpu_description_names_the_model_the_cpus_and_the_best_instructions(
+    tmp_path,
+):
+    info = tmp_path / "cpuinfo"
+    count = len(os.sched_getaffinity(0))
+    cpus = f"{count} CPU{'s' if count != 1 else ''}"
+    for flags, expected in (
+        ("fpu sse2 avx2 fma avx512f amx_bf16 amx_tile avx512_bf16", "AMX"),
+        ("fpu avx2 avx512f avx512_bf16", "AVX-512 BF16"),
+        ("fpu avx2 avx512f", "AVX-512"),
+        ("fpu sse2 avx avx2 fma", "AVX2"),
+    ):
+        info.write_text(
+            f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n"
+        )
+        assert cpu_description(str(info)) == f"AMD EPYC, {cpus}, {expected}"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2\n")
+    assert cpu_description(str(info)).startswith("Some CPU, ")
+    assert cpu_description(str(info)).count(",") == 1  # no instruction class
+    unknown = platform.processor() or "unknown CPU"
+    assert cpu_description(str(tmp_path / "missing")) == f"{unknown}, {cpus}"
 
 
 def test_bf16_run_resumes_exactly(tmp_path, tiny_data_dir):

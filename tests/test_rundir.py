@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from training.config import RunConfig
-from training.rundir import Progress, RunDirectory, RunDirectoryError
+from training.rundir import NOT_RECORDED, Progress, RunDirectory, RunDirectoryError
 from training.runner import run
 
 
@@ -32,8 +32,9 @@ def test_progress_round_trip_stores_relative_paths(tmp_path):
         completed_epochs=2,
         rows=[{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "acc/a": 0.9}],
         bn_states=states,
-        wall_time=12.5,
     )
+    progress.add_training_time(4.0, "CPU A, 2 CPUs, AVX2")
+    progress.add_training_time(8.5, "CPU B, 2 CPUs, AMX")
     variable = tf.Variable([1.0, 2.0])
     directory.save_epoch(tf.train.Checkpoint(v=variable), progress)
     assert progress.checkpoint == "checkpoint/epoch-2"
@@ -45,6 +46,10 @@ def test_progress_round_trip_stores_relative_paths(tmp_path):
     assert (loaded.completed_epochs, loaded.rows, loaded.wall_time) == (
         2, progress.rows, 12.5
     )  # fmt: skip
+    assert loaded.machine_seconds() == {
+        "CPU A, 2 CPUs, AVX2": 4.0,
+        "CPU B, 2 CPUs, AMX": 8.5,
+    }
     assert sorted(loaded.bn_states) == [0, 1]
     for task in states:
         for a, b in zip(states[task], loaded.bn_states[task]):
@@ -58,6 +63,19 @@ def test_progress_round_trip_stores_relative_paths(tmp_path):
         rows = list(csv.DictReader(f))
     assert rows[0] == {"epoch": "1", "loss": "0.5", "acc/a": ""}
     assert rows[1]["acc/a"] == "0.9"
+
+
+def test_training_time_from_before_machines_were_recorded_is_named_so():
+    # A run directory written before progress recorded machines resumes elsewhere.
+    progress = Progress(completed_epochs=2, wall_time=100.0)
+    assert progress.machine_seconds() == {NOT_RECORDED: 100.0}
+    progress.add_training_time(30.0, "CPU B, 2 CPUs, AMX")
+    assert progress.wall_time == 130.0
+    assert progress.machine_seconds() == {
+        "CPU B, 2 CPUs, AMX": 30.0,
+        NOT_RECORDED: 100.0,
+    }
+    assert Progress(wall_time=0.4).machine_seconds() == {}  # under 1 s: rounding
 
 
 def test_old_absolute_checkpoint_paths_are_read_inside_the_directory(tmp_path):

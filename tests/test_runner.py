@@ -20,7 +20,7 @@ from tensorflow.python.eager import context as eager_context
 
 from training.assembly import optimizer_steps
 from training.batchnorm import TaskBatchNorm, recalibration_batches
-from training.rundir import RunDirectory
+from training.rundir import NOT_RECORDED, RunDirectory
 from training.runner import (
     RunConfig,
     RunDirectoryError,
@@ -31,6 +31,7 @@ from training.runner import (
     restore_run,
     run,
 )
+from zoo.precision import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +86,8 @@ def test_permuted_run_writes_a_complete_run_directory(tmp_path, tiny_data_dir):
     assert -1 <= summary["backward_transfer"] <= 1
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved["accuracy_matrix"] == summary["accuracy_matrix"]
+    # All of its training time was spent on this machine.
+    assert saved["machines"] == {cpu_description(): summary["wall_time_s"]}
     assert json.loads((run_dir / "config.json").read_text())["meta"] == 1.35
     plots = sorted(p.name for p in (run_dir / "plots").iterdir())
     assert "task_accuracies.png" in plots and "hidden_weights_task_3.png" in plots
@@ -106,6 +109,22 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, tiny_data_
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     for row_a, row_b in zip(metric_rows(whole.run_dir), metric_rows(split.run_dir)):
         assert row_a == row_b
+
+
+def test_a_resume_splits_the_training_time_by_machine(tmp_path, tiny_data_dir):
+    config = tiny_config(tmp_path, tiny_data_dir)
+    run(config, verbose=0, stop_after_epochs=3)
+    # As a run directory written before machines were recorded: no `machines`.
+    for path in (tmp_path / "run" / "checkpoint").glob("*progress.json"):
+        saved = json.loads(path.read_text())
+        del saved["machines"]
+        path.write_text(json.dumps(saved))
+    before = RunDirectory(config.run_dir).load_progress().wall_time
+    summary = run(config, verbose=0)
+    machines = summary["machines"]
+    assert set(machines) == {NOT_RECORDED, cpu_description()}
+    assert machines[NOT_RECORDED] == pytest.approx(before, abs=0.1)
+    assert sum(machines.values()) == pytest.approx(summary["wall_time_s"], abs=0.2)
 
 
 def test_cosine_schedule_decays_over_each_optimizers_lifetime(tmp_path, tiny_data_dir):

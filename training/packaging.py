@@ -46,7 +46,7 @@ from training.batchnorm import (
     recalibration_batches,
     uses_task_statistics,
 )
-from training.rundir import RunDirectory
+from training.rundir import RunDirectory, summed_machine_seconds
 from zoo import registry
 from zoo.datasets import load_dataset
 from zoo.datasets.provenance import encoding_note, image_encoding
@@ -131,8 +131,9 @@ def continued_from(name: str) -> dict:
         name: a registered pretrained model name (a run's `initial_weights`).
 
     # Returns
-        `name`, its `card_sha256`, its training `command`(s), `epochs`, `wall_time_s`,
-        `budget` and Keras test accuracy, from its verified card.
+        `name`, its `card_sha256`, its training `command`(s), `epochs`, `wall_time_s`
+        (and `machines`, where the card has them), `budget` and Keras test accuracy,
+        from its verified card.
 
     # Raises
         ValueError: as `zoo.pretrained.pretrained_card`.
@@ -144,6 +145,7 @@ def continued_from(name: str) -> dict:
         "command": card["command"],
         "epochs": card["epochs"],
         "wall_time_s": card["wall_time_s"],
+        **({"machines": card["machines"]} if "machines" in card else {}),
         "budget": card.get("budget"),
         "keras_test_accuracy": card["results"].get("keras_test_accuracy"),
     }
@@ -295,6 +297,9 @@ def package_run(
         "command": command,
         "epochs": epochs,
         "wall_time_s": wall_time_s,
+        "machines": summed_machine_seconds(
+            ([earlier] if earlier else []) + [s for _, s in runs]
+        ),
         "budget": budget or f"{epochs} epochs, {wall_time_s / 60:.0f} min wall time",
         "initial_weights": source,
     }

@@ -44,7 +44,7 @@ import shutil
 import socket
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +53,13 @@ import tensorflow as tf
 
 from training.config import RunConfig
 
-__all__ = ["Progress", "RunDirectory", "RunDirectoryError"]
+__all__ = [
+    "NOT_RECORDED",
+    "Progress",
+    "RunDirectory",
+    "RunDirectoryError",
+    "summed_machine_seconds",
+]
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -63,6 +69,8 @@ CHECKPOINT_DIR = "checkpoint"
 PROGRESS_FILE = "progress.json"
 BN_STATES_FILE = "bn_states.npz"
 LOCK_FILE = "run.lock"
+# `Progress.machine_seconds`' name for training time no machine was recorded for.
+NOT_RECORDED = "not recorded"
 # What reading damaged progress files raises.
 _DAMAGED = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
 
@@ -92,6 +100,10 @@ class Progress:
         checkpoint: the last epoch's checkpoint, relative to the run directory
             (`checkpoint/epoch-N`), or `None` before the first epoch ends.
         wall_time: training seconds so far, over every invocation.
+        machines: the training seconds spent on each machine, by its
+            `zoo.precision.cpu_description` (a run may resume on another machine).
+            Run directories from before this record hold none: `machine_seconds`
+            names their seconds "not recorded".
     """
 
     completed_epochs: int = 0
@@ -99,6 +111,41 @@ class Progress:
     bn_states: dict[int, list[np.ndarray]] = field(default_factory=dict)
     checkpoint: str | None = None
     wall_time: float = 0.0
+    machines: dict[str, float] = field(default_factory=dict)
+
+    def add_training_time(self, seconds: float, machine: str) -> None:
+        """Adds `seconds` of training on `machine` to `wall_time` and `machines`."""
+        self.wall_time += seconds
+        self.machines[machine] = self.machines.get(machine, 0.0) + seconds
+
+    def machine_seconds(self) -> dict[str, float]:
+        """Returns `machines`, rounded to 0.1 s, with the seconds of `wall_time` they
+        do not account for (at least 1 s, from epochs trained before machines were
+        recorded) under "not recorded"."""
+        seconds = {name: round(s, 1) for name, s in self.machines.items()}
+        missing = self.wall_time - sum(self.machines.values())
+        if missing >= 1.0:
+            seconds[NOT_RECORDED] = round(missing, 1)
+        return seconds
+
+
+def summed_machine_seconds(records: Iterable[Mapping]) -> dict[str, float]:
+    """Returns the training seconds of several runs summed by machine.
+
+    # Arguments
+        records: summaries of runs (`summary.json`), or records holding their
+            `wall_time_s` and `machines` (`Progress.machine_seconds`); one without
+            `machines` (written before they were recorded) counts as "not recorded".
+
+    # Returns
+        Seconds by machine, rounded to 0.1 s.
+    """
+    total: dict[str, float] = {}
+    for record in records:
+        machines = record.get("machines", {NOT_RECORDED: record["wall_time_s"]})
+        for name, seconds in machines.items():
+            total[name] = round(total.get(name, 0.0) + seconds, 1)
+    return total
 
 
 class RunDirectory:
@@ -532,6 +579,7 @@ def _read_progress(progress_path: Path, bn_path: Path) -> Progress:
             else None
         ),
         wall_time=saved["wall_time"],
+        machines=saved.get("machines", {}),
     )
 
 
@@ -548,6 +596,7 @@ def _encode_progress(progress: Progress) -> tuple[bytes, str]:
         "rows": progress.rows,
         "checkpoint": progress.checkpoint,
         "wall_time": progress.wall_time,
+        "machines": progress.machines,
         "bn_tasks": sorted(states),
         "bn_arrays": count,
     }

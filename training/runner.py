@@ -73,7 +73,7 @@ from training.optimizers import (
 )
 from training.protocols import Task
 from training.rundir import Progress, RunDirectory, RunDirectoryError
-from zoo.precision import bf16_instructions
+from zoo.precision import bf16_instructions, cpu_description
 
 # `build_tasks`, `build_model`, `make_optimizer`, `restore_run` and `RestoredRun` live in
 # `training.assembly`; they stay importable from here, where they were first.
@@ -368,7 +368,10 @@ class _Run:
     def train(self, stop_after_epochs: int | None) -> dict:
         """Trains the epochs not completed yet; returns the summary, or
         `{"stopped_after_epochs": ..., "run_dir": ...}` if `stop_after_epochs` stops it."""
-        self.started = time.perf_counter() - self.progress.wall_time
+        # Each epoch adds the time since the previous one (or since this call) to the
+        # progress, under this machine's name: a resume elsewhere is told apart.
+        self.clock = time.perf_counter()
+        self.machine = cpu_description()
         epochs = self.config.epochs
         for task_index, task in enumerate(self.tasks):
             done = self.progress.completed_epochs - task_index * epochs
@@ -450,7 +453,9 @@ class _Run:
             )
         self.progress.rows.append(row)
         self.progress.completed_epochs = global_epoch + 1
-        self.progress.wall_time = time.perf_counter() - self.started
+        now = time.perf_counter()
+        self.progress.add_training_time(now - self.clock, self.machine)
+        self.clock = now
         checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.directory.save_epoch(checkpoint, self.progress)
         self._warn_divergence()
@@ -577,6 +582,7 @@ class _Run:
             {
                 "epochs": progress.completed_epochs,
                 "wall_time_s": round(progress.wall_time, 1),
+                "machines": progress.machine_seconds(),
                 "run_dir": str(self.directory.path),
                 "config": config.to_json(),
             }

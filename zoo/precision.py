@@ -21,6 +21,8 @@ reloads with it; `model_precision` reads it back.
 """
 
 import logging
+import os
+import platform
 from typing import Any, Optional
 
 import tensorflow as tf
@@ -33,6 +35,7 @@ __all__ = [
     "as_float32",
     "bf16_instructions",
     "check_precision",
+    "cpu_description",
     "cpu_flags",
     "layer_policy",
     "model_precision",
@@ -89,6 +92,57 @@ def bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> Optional[bool]:
     """
     flags = cpu_flags(cpuinfo)
     return None if flags is None else not flags.isdisjoint(BF16_FLAGS)
+
+
+# The fastest instructions TensorFlow can multiply with, best first (`cpu_description`).
+_INSTRUCTION_CLASSES = (
+    ("amx_bf16", "AMX"),
+    ("avx512_bf16", "AVX-512 BF16"),
+    ("avx512f", "AVX-512"),
+    ("avx2", "AVX2"),
+)
+
+
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """Returns a one-line description of this machine's CPU: its model name, the CPUs
+    this process may run on and its best instruction class.
+
+    Training runs record the seconds they spent on each such description, so a wall
+    time says where it was measured: a virtual machine may name its CPU only
+    "AMD EPYC", with AVX2 on one host and AVX-512 BF16 on the next.
+
+    ```python
+    cpu_description()  # "AMD EPYC, 2 CPUs, AVX-512 BF16"
+    ```
+
+    # Arguments
+        cpuinfo: the file naming the CPU and listing its flags (Linux).
+
+    # Returns
+        `"<model name>, <n> CPUs, <class>"`, the class being the first of AMX,
+        AVX-512 BF16, AVX-512 and AVX2 whose flag the CPU has (left out if none, or if
+        the flags are unknown); the model name is `platform.processor()`'s, or
+        "unknown CPU", where the file has none.
+    """
+    name = ""
+    try:
+        with open(cpuinfo, encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    name = name or platform.processor() or "unknown CPU"
+    count = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count() or 1
+    )
+    parts = [name, f"{count} CPU{'s' if count != 1 else ''}"]
+    flags = cpu_flags(cpuinfo) or frozenset()
+    parts += [label for flag, label in _INSTRUCTION_CLASSES if flag in flags][:1]
+    return ", ".join(parts)
 
 
 def check_precision(precision: Any) -> str:
