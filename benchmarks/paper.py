@@ -75,6 +75,7 @@ from training.status import planned_epochs  # noqa: E402
 from zoo.precision import PRECISIONS, cpu_description  # noqa: E402
 
 __all__ = [
+    "COMPARED_METRICS",
     "COMPARISONS",
     "NOISE_RULE",
     "PAPER_RESULTS_DIR",
@@ -99,6 +100,9 @@ PAPER_RESULTS_DIR = RESULTS_DIR / "paper"
 # paper; the runner's `--recalibrate-bn` default).
 RECALIBRATION_BATCHES = 20
 P_THRESHOLD = 0.05
+# What `compare` can test: each seed's mean accuracy with the paper's protocol, and the
+# same with the finished tasks' BatchNorm statistics re-estimated (beyond the paper).
+COMPARED_METRICS = ("mean_accuracy", "recalibrated_bn_mean_accuracy")
 NOISE_RULE = (
     "a difference of mean final accuracies is within the noise when Welch's two-sided "
     f"t-test over the finished seeds (scipy.stats.ttest_ind, equal_var=False) gives "
@@ -1123,7 +1127,21 @@ def _paper_value(name: str, run: str) -> dict:
     return json.loads(json.dumps(dict(value)))
 
 
-def compare(runs: Mapping[str, dict], a: str, b: str, what: str) -> dict:
+def _seed_metric(seed: Mapping[str, Any], metric: str) -> float | None:
+    """One finished seed's value of a `COMPARED_METRICS` metric (`None` if absent)."""
+    if metric == "recalibrated_bn_mean_accuracy":
+        return (seed.get("recalibrated_bn") or {}).get("mean_accuracy")
+    return seed.get("mean_accuracy")
+
+
+def compare(
+    runs: Mapping[str, dict],
+    a: str,
+    b: str,
+    what: str,
+    *,
+    metric: str = "mean_accuracy",
+) -> dict:
     """The difference of two runs' mean final accuracies over their finished seeds,
     and whether it is within the noise (`NOISE_RULE`).
 
@@ -1131,22 +1149,38 @@ def compare(runs: Mapping[str, dict], a: str, b: str, what: str) -> dict:
         runs: run name -> its entry in a results file (with `seeds`).
         a, b: the runs compared (the difference is a - b).
         what: what the comparison shows.
+        metric: one of `COMPARED_METRICS`: each seed's mean accuracy with the paper's
+            protocol (`"mean_accuracy"`), or with the finished tasks' BatchNorm
+            statistics re-estimated after the last task (beyond the paper,
+            `"recalibrated_bn_mean_accuracy"`).
 
     # Returns
-        `{"a", "b", "what", "n", "mean", "difference", "standard_error", "p_value",
-        "within_noise", "reason"}`; `within_noise` is `None` when undetermined.
+        `{"a", "b", "what", "metric", "n", "mean", "difference", "standard_error",
+        "p_value", "within_noise", "reason"}`; `within_noise` is `None` when
+        undetermined (`reason` says why).
+
+    # Raises
+        ValueError: for a metric not in `COMPARED_METRICS`.
     """
-    values = {}
+    if metric not in COMPARED_METRICS:
+        raise ValueError(
+            f"cannot compare {metric!r}: the metric must be one of "
+            f"{', '.join(COMPARED_METRICS)}."
+        )
+    values: dict[str, list[float]] = {}
+    missing = False
     for run in (a, b):
         seeds = runs.get(run, {}).get("seeds", {})
-        values[run] = [
-            s["mean_accuracy"] for s in seeds.values() if s["status"] == "finished"
+        found = [
+            _seed_metric(s, metric) for s in seeds.values() if s["status"] == "finished"
         ]
+        missing = missing or None in found
+        values[run] = [v for v in found if v is not None]
     result = {
         "a": a,
         "b": b,
         "what": what,
-        "metric": "mean_accuracy",
+        "metric": metric,
         "n": [len(values[a]), len(values[b])],
         "mean": [float(np.mean(values[r])) if values[r] else None for r in (a, b)],
         "difference": None,
@@ -1155,6 +1189,10 @@ def compare(runs: Mapping[str, dict], a: str, b: str, what: str) -> dict:
         "within_noise": None,
         "reason": None,
     }
+    if missing:  # never a test over a subset of the finished seeds
+        result["mean"] = [None, None]
+        result["reason"] = f"a finished seed has no {metric}"
+        return result
     if not values[a] or not values[b]:
         result["reason"] = "a run has no finished seed"
         return result

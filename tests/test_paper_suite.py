@@ -426,3 +426,47 @@ def test_runs_shared_with_another_experiment_keep_its_seeds(fig2, tmp_path):
             entry["statistics"]["mean_accuracy"]
             == before["runs"][run_name]["statistics"]["mean_accuracy"]
         )
+
+
+def _seeds(*pairs):
+    """Finished seeds `{"0": {...}}` from (paper-protocol, re-estimated) accuracies; a
+    re-estimated value of None leaves `recalibrated_bn` out."""
+    seeds = {}
+    for index, (paper_protocol, recalibrated) in enumerate(pairs):
+        seeds[str(index)] = {"status": "finished", "mean_accuracy": paper_protocol}
+        if recalibrated is not None:
+            seeds[str(index)]["recalibrated_bn"] = {"mean_accuracy": recalibrated}
+    seeds["9"] = {"status": "partial", "completed_epochs": 3}
+    return {"seeds": seeds}
+
+
+def test_comparison_of_re_estimated_statistics_is_welch_on_those_values():
+    from scipy import stats
+
+    a = [(0.43, 0.976), (0.48, 0.975), (0.45, 0.977)]
+    b = [(0.25, 0.33), (0.24, 0.34)]
+    runs = {"a": _seeds(*a), "b": _seeds(*b)}
+    for metric, column in (("mean_accuracy", 0), ("recalibrated_bn_mean_accuracy", 1)):
+        result = suite.compare(runs, "a", "b", "w", metric=metric)
+        xs, ys = [v[column] for v in a], [v[column] for v in b]
+        assert result["metric"] == metric and result["n"] == [3, 2]
+        assert result["difference"] == pytest.approx(np.mean(xs) - np.mean(ys))
+        standard_error = np.sqrt(np.var(xs, ddof=1) / 3 + np.var(ys, ddof=1) / 2)
+        assert result["standard_error"] == pytest.approx(standard_error)
+        p_value = stats.ttest_ind(xs, ys, equal_var=False).pvalue
+        assert result["p_value"] == pytest.approx(p_value)
+        assert result["within_noise"] == (p_value >= 0.05)
+    # The default is the paper's protocol.
+    assert suite.compare(runs, "a", "b", "w") == suite.compare(
+        runs, "a", "b", "w", metric="mean_accuracy"
+    )
+
+
+def test_comparison_never_tests_a_subset_of_the_finished_seeds():
+    runs = {"a": _seeds((0.4, 0.9), (0.5, None)), "b": _seeds((0.2, 0.3), (0.3, 0.4))}
+    result = suite.compare(runs, "a", "b", "w", metric="recalibrated_bn_mean_accuracy")
+    assert result["difference"] is None and result["within_noise"] is None
+    assert result["reason"] == "a finished seed has no recalibrated_bn_mean_accuracy"
+    assert suite.compare(runs, "a", "b", "w")["p_value"] is not None
+    with pytest.raises(ValueError, match="must be one of mean_accuracy"):
+        suite.compare(runs, "a", "b", "w", metric="accuracy")

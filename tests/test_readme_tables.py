@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +104,63 @@ def test_results_files_reach_the_table(tmp_path):
     (results / "broken.json").write_text("{}")
     with pytest.raises(ValueError, match="not a results file"):
         readme_tables.render("reproduction", root=tmp_path)
+
+
+def test_comparisons_show_the_re_estimated_statistics_beside_the_paper_protocol(
+    tmp_path,
+):
+    from benchmarks import paper as suite
+
+    results = tmp_path / readme_tables.PAPER_RESULTS
+    results.mkdir(parents=True)
+
+    def seeds(pairs):
+        return {
+            str(i): {
+                "status": "finished",
+                "mean_accuracy": p,
+                **({"recalibrated_bn": {"mean_accuracy": r}} if r else {}),
+            }
+            for i, (p, r) in enumerate(pairs)
+        }
+
+    runs = {
+        "m1.35": {"seeds": seeds([(0.43, 0.976), (0.48, 0.975)])},
+        "m0": {"seeds": seeds([(0.25, 0.33), (0.24, 0.34)])},
+        "m1": {"seeds": seeds([(0.30, None), (0.31, None)])},
+    }
+    for entry in runs.values():
+        values = [s["mean_accuracy"] for s in entry["seeds"].values()]
+        entry["statistics"] = {
+            "seeds_finished": 2,
+            "mean_accuracy": {"mean": float(np.mean(values)), "std": 0.01, "n": 2},
+            "wall_time_s": 60.0,
+        }
+    pairs = [("m1.35", "m0", "metaplasticity"), ("m1", "m0", "m = 1")]
+    record = {
+        "experiment": "fig2",
+        "scale": "quick",
+        "scale_fields": {"epochs": 10},
+        "precisions": ["float32"],
+        "noise_rule": "Welch.",
+        "runs": runs,
+        "comparisons": [suite.compare(runs, a, b, what) for a, b, what in pairs],
+    }
+    (results / "fig2-quick.json").write_text(json.dumps(record))
+    body = readme_tables.render("reproduction", root=tmp_path)
+    assert "| with re-estimated BatchNorm statistics (beyond the paper) |" in body
+    row = next(line for line in body.splitlines() if "m1.35 − m0" in line)
+    beyond = suite.compare(
+        runs, "m1.35", "m0", "", metric="recalibrated_bn_mean_accuracy"
+    )
+    expected = (
+        f"| {100 * beyond['difference']:+.1f} points "
+        f"(Welch p = {beyond['p_value']:.2g}); within the noise: no |"
+    )
+    assert row.endswith(expected) and beyond["p_value"] < 0.05
+    # Runs without re-estimated statistics: a dash, not a test.
+    row = next(line for line in body.splitlines() if "m1 − m0" in line)
+    assert row.endswith("| — |")
 
 
 def test_markers_must_be_there_once_and_in_order():

@@ -293,6 +293,7 @@ def render_reproduction(
     results: Sequence[Mapping[str, Any]],
     *,
     outdated: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]] | None = None,
+    recalibrated: Mapping[tuple[str, str, str, str], Mapping[str, Any]] | None = None,
 ) -> str:
     """The README's reproduction tables: one row per run of every results file, one
     "not run yet" row for each experiment without a results file at the paper's
@@ -306,6 +307,11 @@ def render_reproduction(
         outdated: by `(experiment, scale)`, the runs whose settings differ from the
             experiment's today, `{run: {field: the value it ran with}}`
             (`benchmarks/paper.py`'s `outdated_settings`); their rows say so.
+        recalibrated: by `(experiment, scale, a, b)`, the same comparison of the seeds'
+            accuracies with re-estimated BatchNorm statistics (beyond the paper;
+            `benchmarks/paper.py`'s `compare` with
+            `metric="recalibrated_bn_mean_accuracy"`), in a column of its own; "—"
+            where there is none.
 
     # Returns
         Markdown.
@@ -389,34 +395,59 @@ def render_reproduction(
         lines += [
             "",
             "| experiment, scale | comparison | difference of the means | "
-            "within the noise? |",
-            "|---|---|---|---|",
+            "within the noise? | with re-estimated BatchNorm statistics (beyond the "
+            "paper) |",
+            "|---|---|---|---|---|",
         ]
         for record, c in comparisons:
-            if c.get("difference") is None:
-                difference = "—"
-            else:
-                difference = f"{100 * c['difference']:+.1f} points"
-                if c.get("p_value") is not None:
-                    difference += f" (Welch p = {c['p_value']:.2g})"
-            verdict = {True: "yes", False: "no", None: "undetermined"}[
-                c.get("within_noise")
-            ]
-            if c.get("within_noise") is None and c.get("reason"):
-                verdict += f": {c['reason']}"
+            key = (record["experiment"], record["scale"], c["a"], c["b"])
+            beyond = (recalibrated or {}).get(key)
             lines.append(
                 _row(
                     [
                         f"`{record['experiment']}`, {record['scale']}",
                         f"{c['a']} − {c['b']}: {c['what']}",
-                        difference,
-                        verdict,
+                        _difference(c),
+                        _verdict(c),
+                        "—"
+                        if not beyond or beyond.get("difference") is None
+                        else f"{_difference(beyond)}; within the noise: "
+                        f"{_verdict(beyond)}",
                     ]
                 )
             )
         rules = sorted({record.get("noise_rule", "") for record, _ in comparisons})
-        lines += ["", "Within the noise: " + " ".join(r for r in rules if r)]
+        lines += [
+            "",
+            "Within the noise: " + " ".join(r for r in rules if r),
+            "",
+            "With re-estimated BatchNorm statistics: the same rule over each finished "
+            "seed's mean accuracy with the finished tasks' statistics re-estimated from "
+            "training batches under the final weights (`recalibrated_bn` in the results "
+            "files); — where the runs have none (a stream or an interleaved run keeps "
+            "one BatchNorm state: no finished task to re-estimate).",
+        ]
     return "\n".join(lines)
+
+
+def _difference(comparison: Mapping[str, Any]) -> str:
+    """A comparison's difference of the means in points, with its p-value."""
+    if comparison.get("difference") is None:
+        return "—"
+    text = f"{100 * comparison['difference']:+.1f} points"
+    if comparison.get("p_value") is not None:
+        text += f" (Welch p = {comparison['p_value']:.2g})"
+    return text
+
+
+def _verdict(comparison: Mapping[str, Any]) -> str:
+    """Whether a comparison is within the noise: yes, no, or undetermined and why."""
+    verdict = {True: "yes", False: "no", None: "undetermined"}[
+        comparison.get("within_noise")
+    ]
+    if comparison.get("within_noise") is None and comparison.get("reason"):
+        verdict += f": {comparison['reason']}"
+    return verdict
 
 
 def _paper_module():
@@ -435,7 +466,20 @@ def _reproduction(root: Path) -> str:
         (record["experiment"], record["scale"]): paper.outdated_settings(record)
         for record in results
     }
-    return render_reproduction(paper.catalog(), results, outdated=outdated)
+    recalibrated = {
+        (record["experiment"], record["scale"], c["a"], c["b"]): paper.compare(
+            record.get("runs", {}),
+            c["a"],
+            c["b"],
+            c["what"],
+            metric="recalibrated_bn_mean_accuracy",
+        )
+        for record in results
+        for c in record.get("comparisons", [])
+    }
+    return render_reproduction(
+        paper.catalog(), results, outdated=outdated, recalibrated=recalibrated
+    )
 
 
 # Where `benchmarks/tuned_meta.py` writes its results.
