@@ -972,10 +972,11 @@ def collect(
         if finished and all("bwt" in s for s in finished):
             statistics["acc"] = mean_std([s["acc"] for s in finished])
             statistics["bwt"] = mean_std([s["bwt"] for s in finished])
-        if finished and all("recalibrated_bn" in s for s in finished):
-            statistics["recalibrated_bn_mean_accuracy"] = mean_std(
-                [s["recalibrated_bn"]["mean_accuracy"] for s in finished]
-            )
+        recalibrated = [
+            _seed_metric(s, "recalibrated_bn_mean_accuracy") for s in finished
+        ]
+        if finished and None not in recalibrated:
+            statistics["recalibrated_bn_mean_accuracy"] = mean_std(recalibrated)
         runs[run_name] = {
             "shared_with": None if owner == name else f"{owner} {owner_run}",
             "fields": _round(json.loads(json.dumps(spec.fields_of(run_name, scale)))),
