@@ -16,10 +16,15 @@ fresh `MetaplasticAdam(lr, meta=m)`:
   (`training.batchnorm`). A is also evaluated with its saved statistics frozen, for
   comparison.
 
-Prints a markdown table (task A before / after, task B, per m) and writes JSON to
-`benchmarks/results/continue_learning-<UTC time>.json`.
+Every m runs once per seed of `--seeds` (the seed shuffles B's batches and, for
+`--new-task permuted`, draws B's permutation). Prints a markdown table (task A before /
+after, task B, per m: mean ± std over the seeds) and the first m against each other one
+(Welch's t-test over the seeds, `benchmarks.paper.welch`), and writes JSON to `--output`
+(default `benchmarks/results/continue_learning-<new task>.json`; the README's "Keep
+learning" table is rendered from the default model's two files by
+`python benchmarks/paper.py table`).
 
-    python benchmarks/continue_learning.py --epochs 5
+    python benchmarks/continue_learning.py --epochs 5 --seeds 0 1 2
     python benchmarks/continue_learning.py --new-task permuted --metas 2.5 1.35 0
     python benchmarks/continue_learning.py --name path/to/saved_models/my_model --epochs 1
 """
@@ -30,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -42,8 +48,9 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.paper import RECALIBRATION_BATCHES, mean_std, welch  # noqa: E402
+from tools import readme_tables  # noqa: E402
 from training.batchnorm import TaskBatchNorm  # noqa: E402
-from training.config import RunConfig  # noqa: E402
 from training.data import (  # noqa: E402
     DATA_DIR_ENV,
     ImageDataset,
@@ -61,10 +68,25 @@ DEFAULT_NAME = "mlp_meta_fashion_mnist_stream"
 DEFAULT_METAS = (2.5, 0.0)
 # The paper's learning rate for MLPs (Laborieux et al. 2021); the card's is preferred.
 DEFAULT_LEARNING_RATE = 0.005
-# Batches of task A that re-estimate its BatchNorm statistics (the runner's default).
-RECALIBRATE_BATCHES = RunConfig.recalibrate_bn
+# Batches of task A that re-estimate its BatchNorm statistics after B (the paper
+# suite's `--recalibrate-bn` when it re-estimates; the runner's default, 0, keeps the
+# saved statistics, which this benchmark reports as "BN frozen").
+RECALIBRATE_BATCHES = RECALIBRATION_BATCHES
 TASK_A = 0  # the pretrained task; B is learned next
 PERMUTED = "permuted"
+# Per-seed values summarized (mean ± std) per m, and those compared between m.
+SUMMARIZED = (
+    "task_a_before",
+    "task_a_after",
+    "forgetting",
+    "task_a_after_frozen_bn",
+    "task_b",
+)
+COMPARED = ("task_a_after", "task_b")
+
+
+def _run_name(meta: float) -> str:
+    return f"m{meta:g}"
 
 
 def _resolve_name(name: str) -> str:
@@ -100,6 +122,43 @@ def _subset(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int) -> tuple
         return x, y
     index = np.sort(np.random.default_rng(seed).choice(len(x), limit, replace=False))
     return x[index], y[index]
+
+
+def _tasks(
+    data_a: ImageDataset, data_b: ImageDataset | None, args, seed: int
+) -> tuple[dict, dict]:
+    """Tasks A and B of one seed; B is A permuted when `data_b` is `None`."""
+    x_a, y_a = _subset(data_a.x_test, data_a.y_test, args.test_samples, seed)
+    task_a = {
+        "x_train": data_a.x_train,
+        "y_train": data_a.y_train,
+        "x_test": x_a,
+        "y_test": y_a,
+    }
+    if data_b is None:
+        height, width = data_a.input_shape[:2]
+        perm = random_permutation(height * width, seed=seed)
+        x_b, y_b = _subset(data_a.x_train, data_a.y_train, args.train_samples, seed)
+        task_b = {
+            "name": f"{data_a.name} permuted (seed {seed})",
+            "x_train": x_b,
+            "y_train": y_b,
+            "x_test": _permuted(x_a, perm),
+            "y_test": y_a,
+            "transform": permutation_transform(perm),
+        }
+    else:
+        x_b, y_b = _subset(data_b.x_train, data_b.y_train, args.train_samples, seed)
+        x_bt, y_bt = _subset(data_b.x_test, data_b.y_test, args.test_samples, seed)
+        task_b = {
+            "name": data_b.name,
+            "x_train": x_b,
+            "y_train": y_b,
+            "x_test": x_bt,
+            "y_test": y_bt,
+            "transform": None,
+        }
+    return task_a, task_b
 
 
 def _accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -217,19 +276,35 @@ def main(argv=None) -> int:
         type=int,
         help="evaluate on this many test images (default all)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="seeds: every m trains once per seed (3 or more to test against the noise)",
+    )
     parser.add_argument(
         "--data-dir",
         default=os.environ.get(DATA_DIR_ENV),
         help=f"data directory (default ${DATA_DIR_ENV})",
     )
     parser.add_argument("--cache-dir", help="cache of fetched pretrained archives")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="results file (default benchmarks/results/continue_learning-<new task>.json)",
+    )
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
     args = parser.parse_args(argv)
     for option in ("epochs", "batch_size", "recalibrate_batches"):
         if getattr(args, option) <= 0:
             parser.error(f"--{option.replace('_', '-')} must be positive")
+
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error("--seeds must not repeat a seed")
+    if len({_run_name(m) for m in args.metas}) != len(args.metas):
+        parser.error("--metas must not repeat a value")
 
     try:
         name = _resolve_name(args.name)
@@ -242,44 +317,10 @@ def main(argv=None) -> int:
             source = "--dataset" if args.dataset else "the model card's `dataset`"
             raise ValueError(f"task A ({source}): {error}") from error
         _check_fits(model, data_a, "task A")
-        x_a, y_a = _subset(data_a.x_test, data_a.y_test, args.test_samples, args.seed)
-        task_a = {
-            "x_train": data_a.x_train,
-            "y_train": data_a.y_train,
-            "x_test": x_a,
-            "y_test": y_a,
-        }
-        if args.new_task == PERMUTED:
-            height, width = data_a.input_shape[:2]
-            perm = random_permutation(height * width, seed=args.seed)
-            x_b, y_b = _subset(
-                data_a.x_train, data_a.y_train, args.train_samples, args.seed
-            )
-            task_b = {
-                "name": f"{data_a.name} permuted (seed {args.seed})",
-                "x_train": x_b,
-                "y_train": y_b,
-                "x_test": _permuted(x_a, perm),
-                "y_test": y_a,
-                "transform": permutation_transform(perm),
-            }
-        else:
+        data_b = None
+        if args.new_task != PERMUTED:
             data_b = load_dataset(args.new_task, data_dir=args.data_dir)
             _check_fits(model, data_b, "task B")
-            x_b, y_b = _subset(
-                data_b.x_train, data_b.y_train, args.train_samples, args.seed
-            )
-            x_bt, y_bt = _subset(
-                data_b.x_test, data_b.y_test, args.test_samples, args.seed
-            )
-            task_b = {
-                "name": data_b.name,
-                "x_train": x_b,
-                "y_train": y_b,
-                "x_test": x_bt,
-                "y_test": y_bt,
-                "transform": None,
-            }
     except ValueError as error:  # DataError included
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -292,76 +333,91 @@ def main(argv=None) -> int:
     )
     learning_rate = args.lr or card_lr or DEFAULT_LEARNING_RATE
     weights = model.get_weights()
-    before = _accuracy(model, task_a["x_test"], task_a["y_test"])
-    print(
-        f"{name}: task A ({data_a.name}) test accuracy {100 * before:.2f} % "
-        f"({len(y_a):,} images); task B: {task_b['name']}, {len(task_b['y_train']):,} "
-        f"training images, {args.epochs} epoch(s), lr {learning_rate}",
-        flush=True,
-    )
-    rows = []
-    for meta in args.metas:
-        print(f"m = {meta:g}: training on {task_b['name']}", flush=True)
-        rows.append(
-            {
-                "task_a_before": before,
-                **continue_learning(
-                    model,
-                    weights,
-                    meta=meta,
-                    task_a=task_a,
-                    task_b=task_b,
-                    epochs=args.epochs,
-                    learning_rate=learning_rate,
-                    batch_size=args.batch_size,
-                    recalibrate_batches=args.recalibrate_batches,
-                    seed=args.seed,
-                    verbose=args.verbose,
-                ),
-            }
-        )
-
-    a, b = data_a.name, task_b["name"]
-    print(f"\n### Continue learning from {name}: task A {a}, then task B {b}\n")
-    print(
-        "| m | task A before | task A after (BN re-estimated) | task A after (BN "
-        "frozen) | task B | training time |"
-    )
-    print("|---|---|---|---|---|---|")
-    for row in rows:
+    runs = {_run_name(meta): {"meta": meta, "seeds": {}} for meta in args.metas}
+    for seed in args.seeds:
+        task_a, task_b = _tasks(data_a, data_b, args, seed)
+        model.set_weights(weights)
+        before = _accuracy(model, task_a["x_test"], task_a["y_test"])
         print(
-            f"| {row['meta']:g} | {100 * row['task_a_before']:.2f} % | "
-            f"{100 * row['task_a_after']:.2f} % | "
-            f"{100 * row['task_a_after_frozen_bn']:.2f} % | {100 * row['task_b']:.2f} % | "
-            f"{row['wall_time_s']:.0f} s |"
+            f"seed {seed}: {name}, task A ({data_a.name}) test accuracy "
+            f"{100 * before:.2f} % ({len(task_a['y_test']):,} images); task B: "
+            f"{task_b['name']}, {len(task_b['y_train']):,} training images, "
+            f"{args.epochs} epoch(s), lr {learning_rate}",
+            flush=True,
         )
+        for meta in args.metas:
+            print(
+                f"seed {seed}, m = {meta:g}: training on {task_b['name']}", flush=True
+            )
+            row = continue_learning(
+                model,
+                weights,
+                meta=meta,
+                task_a=task_a,
+                task_b=task_b,
+                epochs=args.epochs,
+                learning_rate=learning_rate,
+                batch_size=args.batch_size,
+                recalibrate_batches=args.recalibrate_batches,
+                seed=seed,
+                verbose=args.verbose,
+            )
+            row = {
+                "task_b_name": task_b["name"],
+                "task_a_before": before,
+                "forgetting": before - row["task_a_after"],
+                **row,
+            }
+            runs[_run_name(meta)]["seeds"][str(seed)] = row
+    for run in runs.values():
+        seeds = run["seeds"].values()
+        run["stats"] = {
+            metric: mean_std([s[metric] for s in seeds]) for metric in SUMMARIZED
+        }
+        run["wall_time_s"] = sum(s["wall_time_s"] for s in seeds)
+    first, *others = runs
+    comparisons = [
+        {
+            "a": first,
+            "b": other,
+            "metric": metric,
+            **welch(
+                [s[metric] for s in runs[first]["seeds"].values()],
+                [s[metric] for s in runs[other]["seeds"].values()],
+            ),
+        }
+        for other in others
+        for metric in COMPARED
+    ]
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / f"continue_learning-{stamp}.json"
+    path = args.output or RESULTS_DIR / f"continue_learning-{args.new_task}.json"
     record = {
         "pretrained": name,
         "card": {
             k: card.get(k)
             for k in ("factory", "kwargs", "dataset", "protocol", "command", "results")
         },
-        "task_a": a,
-        "task_b": b,
+        "task_a": data_a.name,
+        "task_b": f"{data_a.name} permuted" if data_b is None else data_b.name,
+        "command": "python benchmarks/continue_learning.py "
+        + shlex.join(sys.argv[1:] if argv is None else argv),
         "config": {
-            **{k: v for k, v in vars(args).items() if k != "output_dir"},
+            **{k: v for k, v in vars(args).items() if k != "output"},
             "learning_rate": learning_rate,
-            "train_samples_b": len(task_b["y_train"]),
-            "test_samples_a": len(y_a),
-            "test_samples_b": len(task_b["y_test"]),
         },
-        "results": rows,
+        "runs": runs,
+        "comparisons": comparisons,
         "machine": {
             "platform": platform.platform(),
+            "processor": platform.processor() or None,
             "cpus": os.cpu_count(),
             "tensorflow": tf.__version__,
         },
         "created": stamp,
     }
+    print("\n" + readme_tables.render_continue_learning([record]))
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {path}")
     return 0

@@ -92,6 +92,7 @@ __all__ = [
     "run_experiment",
     "run_status",
     "save_figure",
+    "welch",
 ]
 
 RUNS_ROOT = ROOT / "runs" / "paper"
@@ -1197,20 +1198,47 @@ def compare(
     if not values[a] or not values[b]:
         result["reason"] = "a run has no finished seed"
         return result
+    result.update(welch(values[a], values[b]))
+    return result
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Mean(a) - mean(b) over per-seed values, and whether it is within the noise by
+    `NOISE_RULE` (Welch's two-sided t-test, p >= `P_THRESHOLD`).
+
+    # Arguments
+        a, b: one value per finished seed of each side, at least one each.
+
+    # Returns
+        `{"n", "mean", "difference", "standard_error", "p_value", "within_noise",
+        "reason"}`; `within_noise` is `None` when undetermined (fewer than 2 values on
+        a side, or no spread on both), and `reason` then says why.
+
+    # Raises
+        ValueError: if a side has no value.
+    """
+    if not len(a) or not len(b):
+        raise ValueError("welch needs at least one value on each side")
+    result = {
+        "n": [len(a), len(b)],
+        "mean": [float(np.mean(a)), float(np.mean(b))],
+        "standard_error": None,
+        "p_value": None,
+        "within_noise": None,
+        "reason": None,
+    }
     result["difference"] = result["mean"][0] - result["mean"][1]
-    if min(len(values[a]), len(values[b])) < 2:
+    if min(len(a), len(b)) < 2:
         result["reason"] = "fewer than 2 finished seeds"
         return result
-    var_a, var_b = np.var(values[a], ddof=1), np.var(values[b], ddof=1)
-    result["standard_error"] = float(
-        math.sqrt(var_a / len(values[a]) + var_b / len(values[b]))
-    )
+    var_a, var_b = np.var(a, ddof=1), np.var(b, ddof=1)
+    result["standard_error"] = float(math.sqrt(var_a / len(a) + var_b / len(b)))
     if var_a == 0 and var_b == 0:
         result["reason"] = "no spread in either run"
         return result
     from scipy import stats
 
-    p_value = float(stats.ttest_ind(values[a], values[b], equal_var=False).pvalue)
+    p_value = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     result["p_value"] = p_value
     result["within_noise"] = bool(p_value >= P_THRESHOLD)
     return result

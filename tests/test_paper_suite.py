@@ -470,3 +470,23 @@ def test_comparison_never_tests_a_subset_of_the_finished_seeds():
     assert suite.compare(runs, "a", "b", "w")["p_value"] is not None
     with pytest.raises(ValueError, match="must be one of mean_accuracy"):
         suite.compare(runs, "a", "b", "w", metric="accuracy")
+
+
+def test_welch_on_plain_values_says_when_it_cannot_decide():
+    from scipy import stats
+
+    a, b = [0.86, 0.85, 0.87], [0.78, 0.75, 0.80]
+    result = suite.welch(a, b)
+    assert result["n"] == [3, 3]
+    assert result["difference"] == pytest.approx(np.mean(a) - np.mean(b))
+    p_value = stats.ttest_ind(a, b, equal_var=False).pvalue
+    assert result["p_value"] == pytest.approx(p_value)
+    assert result["within_noise"] is False and result["reason"] is None
+    one = suite.welch([0.9], b)
+    assert one["within_noise"] is None
+    assert one["reason"] == "fewer than 2 finished seeds"
+    assert one["difference"] == pytest.approx(0.9 - np.mean(b))
+    flat = suite.welch([0.5, 0.5], [0.4, 0.4])
+    assert flat["within_noise"] is None and flat["reason"] == "no spread in either run"
+    with pytest.raises(ValueError, match="at least one value"):
+        suite.welch([], b)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CONTINUE_LEARNING_RESULTS",
     "PAPER_RESULTS",
     "PRETRAINED_RESULTS",
     "README",
@@ -46,6 +47,7 @@ __all__ = [
     "markers",
     "read_section",
     "render",
+    "render_continue_learning",
     "render_pretrained",
     "render_reproduction",
     "render_tuning",
@@ -680,3 +682,123 @@ def render_pretrained(record: Mapping[str, Any] | None) -> str:
 def _pretrained(root: Path) -> str:
     path = Path(root) / PRETRAINED_RESULTS
     return render_pretrained(json.loads(path.read_text()) if path.exists() else None)
+
+
+# Continuing to learn from a pretrained model (`benchmarks/continue_learning.py`).
+
+# Where `benchmarks/continue_learning.py` writes its results for the default model,
+# one file per new task.
+CONTINUE_LEARNING_RESULTS = tuple(
+    Path("benchmarks") / "results" / f"continue_learning-{task}.json"
+    for task in ("mnist", "permuted")
+)
+_CONTINUE_LEARNING_COMMAND = (
+    "python benchmarks/continue_learning.py --data-dir ../shared/data --seeds 0 1 2"
+)
+_COMPARED_LABELS = {"task_a_after": "task A after", "task_b": "task B"}
+
+
+def _change(stats: Mapping[str, Any] | None) -> str:
+    """`"−1.1"`: a change in points, the mean of `stats` (fractions)."""
+    if not stats or stats.get("mean") is None:
+        return "—"
+    return f"{100 * stats['mean']:+.1f}".replace("-", "−")
+
+
+def _difference_and_verdict(comparison: Mapping[str, Any]) -> str:
+    text = f"{100 * comparison['difference']:+.1f} points".replace("-", "−")
+    if comparison.get("p_value") is not None:
+        text += f", Welch p = {comparison['p_value']:.2g}"
+    verdict = {
+        True: "within the noise",
+        False: "beyond the noise",
+        None: f"undetermined ({comparison.get('reason')})",
+    }[comparison.get("within_noise")]
+    return f"{text}, {verdict}"
+
+
+def render_continue_learning(records: Sequence[Mapping[str, Any]]) -> str:
+    """The README's "Keep learning" table: per new task B and m, task A's test accuracy
+    before and after learning B (BatchNorm re-estimated, or frozen), B's, mean ± std
+    over the seeds, then the first m against the others (Welch's t-test).
+
+    # Arguments
+        records: results files of `benchmarks/continue_learning.py`, possibly none.
+
+    # Returns
+        Markdown.
+    """
+    if not records:
+        return (
+            f"Not run yet: `{_CONTINUE_LEARNING_COMMAND}` (and `--new-task permuted`) "
+            "writes `benchmarks/results/continue_learning-<new task>.json`."
+        )
+    lines = [
+        _row(
+            [
+                "task B",
+                "m",
+                "seeds",
+                "task A before",
+                "task A after, BN re-estimated (change, points)",
+                "task A after, BN frozen (change)",
+                "task B",
+                "training time, seeds summed",
+            ]
+        ),
+        _row(["---"] * 8),
+    ]
+    notes = []
+    for record in records:
+        for run in record["runs"].values():
+            stats = run["stats"]
+            frozen = {"mean": None}
+            if stats["task_a_before"]["mean"] is not None:
+                frozen = {
+                    "mean": stats["task_a_after_frozen_bn"]["mean"]
+                    - stats["task_a_before"]["mean"]
+                }
+            lines.append(
+                _row(
+                    [
+                        record["task_b"],
+                        f"{run['meta']:g}",
+                        str(len(run["seeds"])),
+                        _mean_std(stats["task_a_before"]),
+                        f"{_mean_std(stats['task_a_after'])} "
+                        f"({_change({'mean': -stats['forgetting']['mean']})})",
+                        f"{_mean_std(stats['task_a_after_frozen_bn'])} "
+                        f"({_change(frozen)})",
+                        _mean_std(stats["task_b"]),
+                        _duration(run["wall_time_s"]),
+                    ]
+                )
+            )
+        by_pair: dict[tuple[str, str], list[str]] = {}
+        for comparison in record["comparisons"]:
+            label = _COMPARED_LABELS.get(comparison["metric"], comparison["metric"])
+            by_pair.setdefault((comparison["a"], comparison["b"]), []).append(
+                f"{label} {_difference_and_verdict(comparison)}"
+            )
+        for (a, b), parts in by_pair.items():
+            meta_a, meta_b = record["runs"][a]["meta"], record["runs"][b]["meta"]
+            notes.append(
+                f"Task B {record['task_b']}, m = {meta_a:g} against m = {meta_b:g}: "
+                + "; ".join(parts)
+                + "."
+            )
+    commands = "; ".join(f"`{record['command']}`" for record in records)
+    pretrained = sorted({record["pretrained"] for record in records})
+    notes.append(
+        f"From `{'`, `'.join(pretrained)}` ({records[0]['task_a']} is task A). "
+        f"Commands: {commands}."
+    )
+    return "\n".join(lines + [""] + notes)
+
+
+@section("continue_learning")
+def _continue_learning(root: Path) -> str:
+    paths = [Path(root) / path for path in CONTINUE_LEARNING_RESULTS]
+    return render_continue_learning(
+        [json.loads(path.read_text()) for path in paths if path.exists()]
+    )
