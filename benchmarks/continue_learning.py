@@ -61,6 +61,7 @@ from training.data import (  # noqa: E402
 )
 from training.optimizers import MetaplasticAdam  # noqa: E402
 from zoo import pretrained  # noqa: E402
+from zoo.precision import cpu_description  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_NAME = "mlp_meta_fashion_mnist_stream"
@@ -410,7 +411,7 @@ def main(argv=None) -> int:
         "comparisons": comparisons,
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor() or None,
+            "processor": cpu_description(),
             "cpus": os.cpu_count(),
             "tensorflow": tf.__version__,
         },

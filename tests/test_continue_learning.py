@@ -66,6 +66,7 @@ def two_seeds(pretrained_dir, tiny_data_dir, tmp_path_factory):
 def test_every_m_learns_task_b_once_per_seed_from_the_same_weights(two_seeds):
     _, record = two_seeds
     assert record["task_a"] == "fashion_mnist" and record["task_b"] == "mnist"
+    assert record["machine"]["processor"] and record["machine"]["cpus"] >= 1
     assert list(record["runs"]) == ["m2.5", "m0"]
     for seed in ("0", "1"):
         before = {
@@ -131,6 +132,8 @@ def test_readme_table_shows_each_m_with_its_seeds_and_the_verdict(two_seeds):
     stats = record["runs"]["m0"]["stats"]
     cells = rows[1].split(" | ")
     assert cells[1:3] == ["0", "2"]
+    before = stats["task_a_before"]  # the same test set and weights for every seed
+    assert before["std"] == 0 and cells[3] == f"{100 * before['mean']:.2f} %"
     mean, std = 100 * stats["task_b"]["mean"], 100 * stats["task_b"]["std"]
     assert cells[6] in (f"{mean:.1f} ± {std:.1f} %", f"{mean:.2f} ± {std:.2f} %")
     assert "Task B mnist, m = 2.5 against m = 0: task A after" in table

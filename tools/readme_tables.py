@@ -717,6 +717,13 @@ def _difference_and_verdict(comparison: Mapping[str, Any]) -> str:
     return f"{text}, {verdict}"
 
 
+def _same_or_mean_std(stats: Mapping[str, Any]) -> str:
+    """`"86.60 %"` when every seed has the same value, else `_mean_std(stats)`."""
+    if stats.get("std") == 0:
+        return f"{_percent(stats['mean'], 2)} %"
+    return _mean_std(stats)
+
+
 def render_continue_learning(records: Sequence[Mapping[str, Any]]) -> str:
     """The README's "Keep learning" table: per new task B and m, task A's test accuracy
     before and after learning B (BatchNorm re-estimated, or frozen), B's, mean ± std
@@ -764,7 +771,7 @@ def render_continue_learning(records: Sequence[Mapping[str, Any]]) -> str:
                         record["task_b"],
                         f"{run['meta']:g}",
                         str(len(run["seeds"])),
-                        _mean_std(stats["task_a_before"]),
+                        _same_or_mean_std(stats["task_a_before"]),
                         f"{_mean_std(stats['task_a_after'])} "
                         f"({_change({'mean': -stats['forgetting']['mean']})})",
                         f"{_mean_std(stats['task_a_after_frozen_bn'])} "
@@ -793,7 +800,7 @@ def render_continue_learning(records: Sequence[Mapping[str, Any]]) -> str:
         f"From `{'`, `'.join(pretrained)}` ({records[0]['task_a']} is task A). "
         f"Commands: {commands}."
     )
-    return "\n".join(lines + [""] + notes)
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
 
 
 @section("continue_learning")
