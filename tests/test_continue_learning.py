@@ -19,6 +19,7 @@ from benchmarks import continue_learning  # noqa: E402
 from tools import readme_tables  # noqa: E402
 from training import MetaplasticAdam  # noqa: E402
 from training.data import load_dataset  # noqa: E402
+from zoo import pretrained  # noqa: E402
 
 KWARGS = {"hidden_units": (16,), "input_shape": (8, 8, 1), "num_classes": 10}
 CARD = {
@@ -32,7 +33,16 @@ CARD = {
     "wall_time_s": 1.0,
     "budget": "a few steps, for tests",
 }
+NAME = "tiny_continue_fmnist"
 TINY = ["--epochs", "1", "--batch-size", "40", "--recalibrate-batches", "2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registrations_undone():
+    """The benchmark registers the model directory it is given: undone after the module,
+    so other tests may register the same names."""
+    with pretrained.pretrained_scope():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +58,8 @@ def pretrained_dir(tiny_data_dir, tmp_path_factory):
     x = data.x_train.astype("float32") / 255.0
     model.fit(x, data.y_train, batch_size=40, epochs=3, verbose=0)
     root = tmp_path_factory.mktemp("saved_models")
-    zoo.package_pretrained(
-        model, name="tiny_fmnist", card=CARD, directory=root, lce=False
-    )
-    return root / "tiny_fmnist"
+    zoo.package_pretrained(model, name=NAME, card=CARD, directory=root, lce=False)
+    return root / NAME
 
 
 @pytest.fixture(scope="module")
